@@ -1,0 +1,230 @@
+"""Robust audio input and noise mixing.
+
+Every reader in the toolkit goes through :func:`stream_audio`, which turns any
+file soundfile (or, as a fallback, librosa/audioread) can decode into mono
+float32 blocks at the target rate, without holding more than one block of a
+long recording in memory.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".m4a", ".aac", ".opus"}
+STRAY_NAMES = {".ds_store", "desktop.ini", "thumbs.db"}
+MIN_SECONDS = 0.1       # below this a clip holds less than two STFT frames of sound
+SILENCE_PEAK = 1e-4     # peak amplitude under which a clip counts as silent (-80 dBFS)
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning to stderr (the toolkit's single voice for recoverable problems)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio; ``str()`` is one line naming the file."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+def is_stray(path: Path) -> bool:
+    """True for files a dataset folder collects that are never audio (.DS_Store, desktop.ini, ._x)."""
+    name = path.name.lower()
+    return name in STRAY_NAMES or name.startswith("._")
+
+
+def is_audio_file(path: Path) -> bool:
+    """True when ``path`` has an extension the loader accepts (any case)."""
+    return path.suffix.lower() in AUDIO_EXTENSIONS and not is_stray(path)
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(path, "no such file")
+    if path.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    if path.suffix.lower() not in AUDIO_EXTENSIONS:
+        raise AudioError(path, f"unsupported extension '{path.suffix}' "
+                               f"(supported: {' '.join(sorted(AUDIO_EXTENSIONS))})")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+
+
+def _native_blocks(path: Path, block_frames_at_sr, sr: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (mono float32 block, native rate). soundfile first; librosa/audioread for the rest."""
+    import soundfile as sf
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as sf_error:  # libsndfile cannot parse it: try ffmpeg/audioread via librosa
+        try:
+            import librosa
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                y, native = librosa.load(str(path), sr=None, mono=True)
+        except Exception:
+            reason = str(sf_error).split(":")[-1].strip() or "unknown format"
+            raise AudioError(path, f"not readable as audio ({reason})") from None
+        yield y.astype(np.float32), int(native)
+        return
+    with f:
+        native = int(f.samplerate)
+        block = max(1, int(block_frames_at_sr * native / sr))
+        while True:
+            try:
+                data = f.read(block, dtype="float32", always_2d=True)
+            except Exception as e:  # truncated or corrupt payload mid-file
+                raise AudioError(path, f"corrupt audio data ({e})") from None
+            if len(data) == 0:
+                return
+            yield data.mean(axis=1), native
+
+
+def stream_audio(path, sr: int = 16000, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """Yield successive mono float32 blocks of ``path`` resampled to ``sr``.
+
+    Memory stays bounded by ``block_seconds`` whatever the file's length, so an
+    hour-long field recording streams like a 2 s clip. Resampling is soxr's
+    streaming resampler, so block edges leave no seams.
+
+    Raises
+    ------
+    AudioError
+        Missing, empty, non-audio or unsupported files, with a one-line reason.
+    """
+    import soxr
+    path = Path(path)
+    _check_path(path)
+    resampler, native_rate = None, None
+    for block, native in _native_blocks(path, int(block_seconds * sr), sr):
+        if native == sr:
+            yield block
+            continue
+        if resampler is None:
+            native_rate = native
+            resampler = soxr.ResampleStream(native, sr, 1, dtype="float32", quality="HQ")
+        yield resampler.resample_chunk(block, last=False)
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        if len(tail):
+            yield tail
+
+
+def load_audio(path, sr: int = 16000, max_seconds: float | None = None) -> np.ndarray:
+    """Load ``path`` as a mono float32 signal at ``sr`` Hz, at most ``max_seconds`` long.
+
+    Rejects, with :class:`AudioError`, files with no samples, clips shorter than
+    ``MIN_SECONDS`` and clips that are silent (peak below ``SILENCE_PEAK``):
+    none of them carries a sound to learn from or classify.
+    """
+    limit = None if max_seconds is None else int(max_seconds * sr)
+    block_seconds = 30.0 if max_seconds is None else min(30.0, max_seconds + 0.5)
+    parts, n = [], 0
+    for block in stream_audio(path, sr, block_seconds):
+        parts.append(block)
+        n += len(block)
+        if limit is not None and n >= limit:
+            break
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    if limit is not None:
+        y = y[:limit]
+    check_clip(y, sr, path)
+    return y
+
+
+def check_clip(y: np.ndarray, sr: int, path) -> None:
+    """Raise :class:`AudioError` unless ``y`` is long enough and not silent."""
+    if len(y) == 0:
+        raise AudioError(path, "contains no audio samples")
+    if len(y) < MIN_SECONDS * sr:
+        raise AudioError(path, f"too short ({1000 * len(y) / sr:.0f} ms; at least "
+                               f"{1000 * MIN_SECONDS:.0f} ms is needed)")
+    if not np.all(np.isfinite(y)):
+        raise AudioError(path, "contains NaN or infinite samples")
+    if np.max(np.abs(y)) < SILENCE_PEAK:
+        raise AudioError(path, "silent (peak below -80 dBFS)")
+
+
+# ---------------------------------------------------------------- mixing
+
+def active_power(y: np.ndarray, top_db: float = 30.0) -> float:
+    """Mean power of the non-silent part of ``y``.
+
+    The active part is what :func:`librosa.effects.split` keeps at ``top_db``
+    below the loudest frame, so a short call inside a long quiet clip is
+    measured by the call, not diluted by the silence around it.
+    """
+    import librosa
+    intervals = librosa.effects.split(y, top_db=top_db, frame_length=1024, hop_length=256)
+    if len(intervals) == 0:
+        return float(np.mean(y ** 2))
+    active = np.concatenate([y[a:b] for a, b in intervals])
+    return float(np.mean(active ** 2))
+
+
+def fit_noise(noise: np.ndarray, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Return ``n`` samples of ``noise``: a random excerpt, looped when the noise is shorter."""
+    if len(noise) == 0:
+        raise ValueError("noise has no samples")
+    if len(noise) < n:
+        noise = np.tile(noise, int(np.ceil(n / len(noise))) + 1)
+    start = 0 if rng is None else int(rng.integers(0, len(noise) - n + 1))
+    return noise[start:start + n]
+
+
+def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float,
+               rng: np.random.Generator | None = None, active_only: bool = True) -> np.ndarray:
+    """Mix ``noise`` into ``signal`` so that the signal-to-noise ratio is ``snr_db``.
+
+    Signal power is measured on the signal's active part (``active_only=True``)
+    or over the whole clip (``active_only=False``, the naive scheme); noise
+    power over the excerpt actually added. Noise of any level works: a quiet
+    recording is scaled up, a short one looped. If the mixture would clip, the
+    whole mixture is scaled down, which leaves the SNR unchanged.
+    """
+    signal = np.asarray(signal, np.float32)
+    segment = fit_noise(np.asarray(noise, np.float32), len(signal), rng).astype(np.float64)
+    p_noise = float(np.mean(segment ** 2))
+    if p_noise <= 0:
+        raise ValueError("noise is silent: cannot reach a finite SNR")
+    p_signal = active_power(signal) if active_only else float(np.mean(signal.astype(np.float64) ** 2))
+    gain = np.sqrt(p_signal / (p_noise * 10 ** (snr_db / 10)))
+    mixed = signal + gain * segment
+    peak = np.max(np.abs(mixed))
+    if peak > 1.0:
+        mixed /= peak
+    return mixed.astype(np.float32)
+
+
+def synthetic_wind(n: int, sr: int = 16000, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Wind-like noise: brown noise with slow random gusts, peak-normalised."""
+    rng = rng or np.random.default_rng(0)
+    brown = np.cumsum(rng.standard_normal(n))
+    brown -= np.convolve(brown, np.ones(sr // 10) / (sr // 10), mode="same")  # remove drift
+    n_gusts = max(2, int(n / sr))
+    gust = np.interp(np.arange(n), np.linspace(0, n, n_gusts), rng.uniform(0.2, 1.0, n_gusts))
+    y = brown * gust
+    return (y / (np.max(np.abs(y)) + 1e-12)).astype(np.float32)
+
+
+def load_noise_bank(noise_dir, sr: int = 16000, max_seconds: float = 120.0) -> list[np.ndarray]:
+    """Load every readable recording in ``noise_dir``; fall back to synthetic wind with a warning."""
+    noise_dir = Path(noise_dir)
+    files = sorted(p for p in noise_dir.glob("*") if is_audio_file(p)) if noise_dir.is_dir() else []
+    bank = []
+    for p in files:
+        try:
+            bank.append(load_audio(p, sr, max_seconds))
+        except AudioError as e:
+            warn(f"skipping noise file {e}")
+    if not bank:
+        warn(f"no wind recordings in {noise_dir}; using synthetic wind "
+             f"(run download_data.py --noise-source DIR to add real ones)")
+        rng = np.random.default_rng(0)
+        bank = [synthetic_wind(10 * sr, sr, rng) for _ in range(4)]
+    return bank

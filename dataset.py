@@ -1,0 +1,314 @@
+"""Datasets on disk: importing the published archive, duplicate-aware splits, feature loading.
+
+Layout under a data directory (default ``Animals_Sounds/``)::
+
+    Training/<class>/*.wav   Test/<class>/*.wav   Noise/wind/*.wav   manifest.csv
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+import zipfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from audio import AudioError, is_audio_file, is_stray, load_audio, warn
+from features import FeatureCache, FeatureConfig, clip_features, file_hash
+
+DATASET_URL = "https://github.com/YashNita/Animal-Sound-Dataset/archive/refs/heads/master.zip"
+CLASS_NAMES = {  # the published folders are Turkish; -Part1/-Part2 halves merge into one class
+    "aslan": "lion", "esek": "donkey", "inek": "cow", "kedi": "cat", "kopek": "dog",
+    "koyun": "sheep", "kurbaga": "frog", "kus": "bird", "maymun": "monkey", "tavuk": "chicken",
+}
+MIN_CLIPS_PER_CLASS = 2
+DEFAULT_CACHE = Path(os.environ.get("ANIMAL_SOUNDS_CACHE", Path(__file__).parent / ".cache"))
+
+
+class DatasetError(RuntimeError):
+    """The data directory cannot feed a training run; ``str()`` says what to do."""
+
+
+def canonical_class(folder: str) -> str:
+    """Class name for a source folder: ``Kedi-Part2`` -> ``cat``; unknown names are kept, lower-cased."""
+    base = folder.lower()
+    for suffix in ("-part1", "-part2", "-part3", "_part1", "_part2", "_part3"):
+        base = base.removesuffix(suffix)
+    return CLASS_NAMES.get(base, base)
+
+
+def audio_hash(y: np.ndarray) -> str:
+    """Hash of decoded audio at 16-bit precision: equal for copies of one clip in any container."""
+    return hashlib.sha1(np.round(np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()).hexdigest()
+
+
+def group_split(labels, groups, test_size: float, seed: int) -> np.ndarray:
+    """Stratified split that never separates a group; returns a boolean "is held out" mask.
+
+    For each class, whole groups (copies of one clip) are drawn in random order
+    until the class's held-out share reaches ``test_size``. A class with a single
+    group stays entirely on the kept side.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    held_out = np.zeros(len(labels), bool)
+    for cls in sorted(set(labels)):
+        members = defaultdict(list)
+        for i in np.flatnonzero(labels == cls):
+            members[groups[i]].append(i)
+        keys = sorted(members)
+        if len(keys) < 2:
+            continue
+        target = max(1, int(round(test_size * sum(len(v) for v in members.values()))))
+        taken = 0
+        for k in rng.permutation(len(keys)):
+            size = len(members[keys[k]])
+            if taken >= target:
+                break
+            if taken and taken + size > target:    # a big group would overshoot: try a smaller one
+                continue
+            held_out[members[keys[k]]] = True
+            taken += size
+        if taken == sum(len(v) for v in members.values()):   # keep at least one group for training
+            held_out[members[keys[0]]] = False
+    return held_out
+
+
+# ---------------------------------------------------------------- import
+
+def _source_files(root: Path):
+    """(path, class) for every audio file under ``root``; the class is the parent folder's name."""
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and is_audio_file(p) and "__MACOSX" not in p.parts:
+            yield p, canonical_class(p.parent.name)
+
+
+def download_archive(url: str = DATASET_URL) -> Path:
+    """Fetch the published archive with a progress bar, cached the Keras way (~/.keras/datasets)."""
+    import keras
+    try:
+        return Path(keras.utils.get_file(fname="Animal-Sound-Dataset-master.zip", origin=url))
+    except Exception as e:
+        raise DatasetError(f"could not download {url} ({type(e).__name__}: {str(e)[:120]}); "
+                           f"import a local copy instead: python download_data.py --source PATH") from None
+
+
+def import_dataset(source, data_dir, test_size: float = 0.2, seed: int = 42, force: bool = False) -> dict:
+    """Import a folder or zip in the published layout into ``data_dir``/Training and /Test.
+
+    Every clip is decoded once (unreadable ones are skipped and counted), copies
+    of the same decoded audio form one group, and :func:`group_split` keeps each
+    group on one side. The new tree is built beside the old one and swapped in
+    only when complete. Returns a summary dict (counts, duplicate groups, skipped).
+    """
+    source, data_dir = Path(source), Path(data_dir)
+    if not source.exists():
+        raise DatasetError(f"{source}: no such file or folder")
+    if (data_dir / "Training").is_dir() and any((data_dir / "Training").iterdir()) and not force:
+        raise DatasetError(f"{data_dir}/Training already holds data; pass --force to replace it")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".import-") as tmp:
+        tmp = Path(tmp)
+        if source.is_file():
+            if not zipfile.is_zipfile(source):
+                raise DatasetError(f"{source}: neither a folder nor a zip archive")
+            with zipfile.ZipFile(source) as z:
+                z.extractall(tmp / "src")
+            root = tmp / "src"
+        else:
+            root = source
+        rows, skipped = [], 0
+        for path, cls in tqdm(list(_source_files(root)), desc="decoding", unit="clip", disable=None):
+            try:
+                digest = audio_hash(load_audio(path, 16000))
+            except AudioError as e:
+                warn(f"skipping {e}")
+                skipped += 1
+                continue
+            rows.append({"source": str(path.relative_to(root)), "class": cls, "hash": digest, "path": path})
+        if not rows:
+            raise DatasetError(f"{source}: no readable audio files found")
+        counts = Counter(r["class"] for r in rows)
+        held_out = group_split([r["class"] for r in rows], [r["hash"] for r in rows], test_size, seed)
+        new = tmp / "new"
+        used = set()
+        for r, is_test in zip(rows, held_out):
+            r["split"] = "Test" if is_test else "Training"
+            name = r["path"].name
+            if (r["split"], r["class"], name.lower()) in used:   # Part1/Part2 may reuse a name
+                name = f"{r['path'].parent.name}_{name}"
+            used.add((r["split"], r["class"], name.lower()))
+            dest = new / r["split"] / r["class"] / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(r["path"], dest)
+            r["file"] = str(dest.relative_to(new))
+        with open(new / "manifest.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["file", "class", "split", "hash", "source"], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        for part in ("Training", "Test"):     # swap in; the old tree is removed only now
+            if (data_dir / part).exists():
+                shutil.rmtree(data_dir / part)
+            os.replace(new / part, data_dir / part)
+        os.replace(new / "manifest.csv", data_dir / "manifest.csv")
+    groups = Counter(r["hash"] for r in rows)
+    summary = {
+        "classes": {c: {"Training": sum(1 for r in rows if r["class"] == c and r["split"] == "Training"),
+                        "Test": sum(1 for r in rows if r["class"] == c and r["split"] == "Test")}
+                    for c in sorted(counts)},
+        "clips": len(rows), "skipped": skipped,
+        "duplicate_groups": sum(1 for n in groups.values() if n > 1),
+        "duplicate_files": sum(n for n in groups.values() if n > 1),
+    }
+    for c, n in counts.items():
+        if n < MIN_CLIPS_PER_CLASS:
+            warn(f"class '{c}' has only {n} clip; it cannot be tested and training will skip it")
+    return summary
+
+
+def import_noise(noise_source, data_dir) -> int:
+    """Copy the audio files of ``noise_source`` into ``data_dir``/Noise/wind; returns how many."""
+    noise_source = Path(noise_source)
+    if not noise_source.is_dir():
+        raise DatasetError(f"{noise_source}: not a folder of noise recordings")
+    dest = Path(data_dir) / "Noise" / "wind"
+    dest.mkdir(parents=True, exist_ok=True)
+    files = [p for p in sorted(noise_source.iterdir()) if p.is_file() and is_audio_file(p)]
+    for p in files:
+        shutil.copy2(p, dest / p.name)
+    return len(files)
+
+
+# ---------------------------------------------------------------- loading for training
+
+def list_class_files(split_dir) -> tuple[list[Path], list[str]]:
+    """(files, class names) under ``split_dir``/<class>/, warning about stray and unsupported files."""
+    split_dir = Path(split_dir)
+    files, labels = [], []
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = 0
+        for p in sorted(class_dir.rglob("*")):
+            if not p.is_file() or is_stray(p):
+                continue
+            if not is_audio_file(p):
+                warn(f"{p}: unsupported extension '{p.suffix}', skipped")
+                continue
+            files.append(p)
+            labels.append(class_dir.name)
+            found += 1
+        if found == 0:
+            warn(f"{class_dir}: empty class folder, skipped")
+    return files, labels
+
+
+@dataclasses.dataclass
+class Clips:
+    """Decoded clips of one split: features, optional audio, labels, content hashes."""
+    x: np.ndarray                     # (n, n_frames, n_mels) float32
+    y: np.ndarray                     # (n,) int labels
+    files: list[Path]
+    hashes: list[str]
+    audio: list[np.ndarray] | None = None
+
+    def subset(self, idx) -> "Clips":
+        idx = np.asarray(idx)
+        return Clips(self.x[idx], self.y[idx], [self.files[i] for i in idx], [self.hashes[i] for i in idx],
+                     None if self.audio is None else [self.audio[i] for i in idx])
+
+
+def load_clips(files, labels, classes, cfg: FeatureConfig, cache: FeatureCache | None = None,
+               with_audio: bool = False, desc: str = "features") -> tuple[Clips, int]:
+    """Decode and featurise ``files`` (through the cache); returns (clips, number skipped).
+
+    Unreadable files get a one-line warning and are skipped, never fatal.
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    xs, ys, kept, hashes, audio, skipped = [], [], [], [], [], 0
+    audio_key = f"{cfg.sr}-{cfg.window_samples}"
+    for path, label in tqdm(list(zip(files, labels)), desc=desc, unit="clip", disable=None):
+        try:
+            digest = file_hash(path)
+            x = cache.get("features", cfg.key(), digest) if cache else None
+            y = cache.get("audio", audio_key, digest) if cache and (with_audio or x is None) else None
+            if y is None and (with_audio or x is None):
+                y = load_audio(path, cfg.sr, cfg.window_seconds)
+                if cache:
+                    cache.put("audio", audio_key, digest, y.astype(np.float16))
+            if x is None:
+                x = clip_features(y.astype(np.float32), cfg)
+                if cache:
+                    cache.put("features", cfg.key(), digest, x.astype(np.float16))
+        except AudioError as e:
+            warn(f"skipping {e}")
+            skipped += 1
+            continue
+        xs.append(x.astype(np.float32))
+        ys.append(index[label])
+        kept.append(Path(path))
+        hashes.append(digest)
+        if with_audio:
+            audio.append(y.astype(np.float32))
+    x = np.stack(xs) if xs else np.zeros((0, cfg.n_frames, cfg.n_mels), np.float32)
+    return Clips(x, np.asarray(ys, int), kept, hashes, audio if with_audio else None), skipped
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """Everything a training run consumes: train/val carved from Training, and Test."""
+    train: Clips
+    val: Clips
+    test: Clips
+    classes: list[str]
+    manifest_hash: str
+    skipped: int
+
+
+def load_splits(data_dir, cfg: FeatureConfig, seed: int, val_size: float = 0.15,
+                with_audio: bool = False, cache_dir=DEFAULT_CACHE) -> DataSplits:
+    """Load Training and Test, and carve a stratified, duplicate-aware validation split from Training.
+
+    Classes with fewer than ``MIN_CLIPS_PER_CLASS`` readable training clips are
+    dropped with a warning. Test is only ever used for the final report.
+    """
+    data_dir = Path(data_dir)
+    train_dir, test_dir = data_dir / "Training", data_dir / "Test"
+    if not train_dir.is_dir():
+        raise DatasetError(f"{train_dir}: no training data")
+    files, labels = list_class_files(train_dir)
+    counts = Counter(labels)
+    classes = sorted(c for c, n in counts.items() if n >= MIN_CLIPS_PER_CLASS)
+    for c in sorted(set(counts) - set(classes)):
+        warn(f"class '{c}' has only {counts[c]} clip in {train_dir}; need {MIN_CLIPS_PER_CLASS}, skipped")
+    if len(classes) < 2:
+        raise DatasetError(f"{train_dir}: need at least 2 classes with {MIN_CLIPS_PER_CLASS}+ clips each")
+    keep = [i for i, c in enumerate(labels) if c in classes]
+    cache = FeatureCache(cache_dir) if cache_dir else None
+    train_all, skipped = load_clips([files[i] for i in keep], [labels[i] for i in keep], classes, cfg, cache,
+                                    with_audio, desc="training features")
+    test_files, test_labels = list_class_files(test_dir) if test_dir.is_dir() else ([], [])
+    unknown = sorted(set(test_labels) - set(classes))
+    if unknown:
+        warn(f"{test_dir}: classes {unknown} are not in training, their clips are skipped")
+    pairs = [(f, c) for f, c in zip(test_files, test_labels) if c in classes]
+    test, test_skipped = load_clips([f for f, _ in pairs], [c for _, c in pairs], classes, cfg, cache,
+                                    desc="test features")
+    if len(test.y) == 0:
+        raise DatasetError(f"{test_dir}: no test clips; run download_data.py to make a Training/Test split")
+    is_val = group_split(train_all.y, train_all.hashes, val_size, seed + 1)
+    manifest = hashlib.sha1("\n".join(sorted(
+        f"{s}/{classes[y]}/{h}" for s, part in (("train", train_all), ("test", test))
+        for y, h in zip(part.y, part.hashes))).encode()).hexdigest()[:16]
+    return DataSplits(train_all.subset(np.flatnonzero(~is_val)), train_all.subset(np.flatnonzero(is_val)),
+                      test, classes, manifest, skipped + test_skipped)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Balanced weights n / (k * count): each class contributes equally to the loss."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    return {i: float(len(y) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}

@@ -1,0 +1,188 @@
+"""The training harness every model variant shares.
+
+A variant script is a recipe: it builds a parser with :func:`make_parser`,
+defines its network and how to fit it, and hands both to :func:`run_experiment`,
+which loads data, seeds everything, trains, evaluates on Test once, and writes
+the artifacts atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audio import load_noise_bank
+from dataset import (DATASET_URL, DataSplits, DatasetError, class_weights, download_archive, import_dataset,
+                     load_splits, DEFAULT_CACHE)
+from features import FeatureConfig
+from reports import append_result, evaluate, result_row, swap_in_dir, write_charts, write_model_artifacts
+
+
+def make_parser(variant: str, description: str, epochs: int = 30, batch_size: int = 32,
+                lr: float = 1e-3, patience: int = 8) -> argparse.ArgumentParser:
+    """The flags every training script takes; a script adds its own before parsing."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=Path("Animals_Sounds"),
+                   help="dataset root with Training/<class>/ and Test/<class>/")
+    p.add_argument("--model-dir", type=Path, default=Path("model") / variant,
+                   help="where the trained model and its reports go")
+    p.add_argument("--epochs", type=int, default=epochs, help="maximum training epochs")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr, help="initial learning rate")
+    p.add_argument("--patience", type=int, default=patience,
+                   help="early stopping: epochs without validation improvement")
+    p.add_argument("--val-size", type=float, default=0.15, help="share of Training held out for validation")
+    p.add_argument("--seed", type=int, default=42, help="fixes the validation split, initialisation, augmentation")
+    p.add_argument("--charts-dir", type=Path, default=Path("charts"))
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="feature cache")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    return p
+
+
+def ensure_dataset(data_dir: Path) -> None:
+    """Import the public dataset when ``data_dir``/Training is empty (download with a progress bar)."""
+    train = data_dir / "Training"
+    if train.is_dir() and any(p.is_dir() for p in train.iterdir()):
+        return
+    print(f"{train} is empty: importing the public Animal Sound Dataset from {DATASET_URL}")
+    summary = import_dataset(download_archive(), data_dir)
+    print(f"imported {summary['clips']} clips ({summary['skipped']} unreadable, "
+          f"{summary['duplicate_groups']} duplicate groups)")
+
+
+def prepare_data(args, with_audio: bool = False) -> DataSplits:
+    """Load the splits for ``args``, importing the public dataset first if none is there."""
+    ensure_dataset(args.data_dir)
+    data = load_splits(args.data_dir, FeatureConfig(), args.seed, args.val_size, with_audio, args.cache_dir)
+    print(f"data: {len(data.train.y)} train, {len(data.val.y)} validation, {len(data.test.y)} test clips, "
+          f"{len(data.classes)} classes" + (f", {data.skipped} unreadable skipped" if data.skipped else ""))
+    return data
+
+
+def noise_bank(args, cfg: FeatureConfig) -> list:
+    """Wind recordings of ``args.data_dir``/Noise/wind (synthetic wind with a warning if none)."""
+    return load_noise_bank(args.data_dir / "Noise" / "wind", cfg.sr)
+
+
+def one_hot(y: np.ndarray, n: int) -> np.ndarray:
+    return np.eye(n, dtype=np.float32)[y]
+
+
+def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int, after=None):
+    """A Keras ``PyDataset`` of freshly augmented batches, reshuffled every epoch.
+
+    ``x_fn(indices, rng)`` returns the features of those training examples;
+    ``after(x, y, rng)`` may transform a whole batch (SpecAugment, mixup).
+    """
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(y))
+
+        def __len__(self):
+            return int(np.ceil(len(y) / batch_size))
+
+        def __getitem__(self, i):
+            idx = self.order[i * batch_size:(i + 1) * batch_size]
+            xb, yb = x_fn(idx, self.rng), one_hot(y[idx], n_classes)
+            return after(xb, yb, self.rng) if after else (xb, yb)
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(y))
+
+    return Batches()
+
+
+def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=None,
+                   use_class_weights: bool = False, label_smoothing: float = 0.0,
+                   lr_schedule: str = "plateau") -> pd.DataFrame:
+    """Compile and fit ``model`` with early stopping on validation loss; returns the history.
+
+    The best epoch (lowest validation loss) is checkpointed into ``staging`` and
+    restored at the end. ``train_batches`` replaces the plain (x, y) training
+    data with on-the-fly augmented batches.
+    """
+    import keras
+    n = len(data.classes)
+    steps = int(np.ceil(len(data.train.y) / args.batch_size)) * args.epochs
+    lr = keras.optimizers.schedules.CosineDecay(args.lr, steps) if lr_schedule == "cosine" else args.lr
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=["accuracy"])
+    best = staging / "best.weights.h5"
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience),
+                 keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
+                                                 save_weights_only=True)]
+    if lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                           patience=max(2, args.patience // 3)))
+    train = train_batches if train_batches is not None else data.train.x
+    target = None if train_batches is not None else one_hot(data.train.y, n)
+    history = model.fit(train, target, batch_size=None if train_batches is not None else args.batch_size,
+                        epochs=args.epochs, validation_data=(data.val.x, one_hot(data.val.y, n)),
+                        class_weight=class_weights(data.train.y, n) if use_class_weights else None,
+                        callbacks=callbacks, shuffle=True, verbose=0 if args.quiet else 2)
+    model.load_weights(best)
+    best.unlink()
+    frame = pd.DataFrame(history.history)
+    return frame.drop(columns=[c for c in frame if c == "learning_rate"])
+
+
+def run_experiment(variant: str, args, train_fn, with_audio: bool = False) -> dict:
+    """Run one training recipe end to end and publish its artifacts; returns the test metrics.
+
+    ``train_fn(data, args, staging)`` builds and fits a model and returns
+    ``(model, history)``; the model maps (batch, frames, mels) features to class
+    probabilities. Everything is written into a staging directory beside
+    ``args.model_dir`` and swapped in only once complete, so a failed or
+    interrupted run leaves the previous model untouched.
+    """
+    import keras
+    keras.utils.set_random_seed(args.seed)
+    try:
+        data = prepare_data(args, with_audio)
+    except DatasetError as e:
+        sys.exit(f"error: {e}")
+    cfg = FeatureConfig()
+    args.model_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=args.model_dir.parent, prefix=f".{args.model_dir.name}.partial-"))
+    try:
+        start = time.time()
+        model, history = train_fn(data, args, staging)
+        train_seconds = time.time() - start
+        probs = np.asarray(model.predict(data.test.x, batch_size=64, verbose=0))
+        metrics, report, cm = evaluate(probs, data.test.y, data.classes)
+        val_metrics, _, _ = evaluate(np.asarray(model.predict(data.val.x, batch_size=64, verbose=0)),
+                                     data.val.y, data.classes)
+        metrics.update(train_seconds=round(train_seconds, 1), val_accuracy=val_metrics["accuracy"],
+                       val_macro_f1=val_metrics["macro_f1"], n_train=len(data.train.y), n_val=len(data.val.y),
+                       epochs_run=len(history), parameters=int(model.count_params()))
+        config = {"variant": variant, "features": cfg.to_dict(), "classes": data.classes,
+                  "input_shape": [cfg.n_frames, cfg.n_mels], "seed": args.seed,
+                  "data_manifest_hash": data.manifest_hash, "data_dir": str(args.data_dir),
+                  "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                  "keras_version": keras.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_model_artifacts(staging, model, config, metrics, report, cm, history)
+        swap_in_dir(staging, args.model_dir)
+    except BaseException:
+        import shutil
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    results_csv = args.model_dir.parent / "results.csv"
+    append_result(results_csv, result_row(variant, args.seed, metrics, len(history), args.model_dir))
+    write_charts(results_csv, args.charts_dir)
+    print(f"\n{variant}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+          f"weighted-F1 {metrics['weighted_f1']:.3f} on {metrics['n_test']} clips; "
+          f"trained {train_seconds:.0f} s; artifacts in {args.model_dir}")
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n_test", "train_seconds")}))
+    return metrics
