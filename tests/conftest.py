@@ -53,7 +53,7 @@ def make_source_dataset(root: Path, per_class: int = 8) -> Path:
                 y = np.stack([y, 0.8 * y], axis=1)
             write_wav(root / folders[i % len(folders)] / name, y, sr, subtype)
     # a byte-identical duplicate inside one class
-    dup = root / "Inek" / "cow_0.wav"
+    dup = root / "Inek" / "cow_1.wav"
     (root / "Inek" / "cow_copy.wav").write_bytes(dup.read_bytes())
     (root / "Inek" / ".DS_Store").write_bytes(b"\x00\x01junk")
     return root
@@ -88,3 +88,15 @@ def train_args(variant: str, data_dir: Path, out: Path, *extra: str) -> list:
     return ["--data-dir", str(data_dir), "--model-dir", str(out / "model" / variant), "--epochs", "1",
             "--batch-size", "8", "--charts-dir", str(out / "charts"), "--cache-dir", str(out / "cache"),
             "--quiet", *extra]
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, data_dir) -> Path:
+    """A baseline trained for 2 epochs on the tiny dataset (shared by predict/live/export tests)."""
+    import baseline
+    import common
+    out = tmp_path_factory.mktemp("trained")
+    args = common.make_parser("baseline", "test").parse_args(
+        train_args("baseline", data_dir, out, "--epochs", "2"))
+    common.run_experiment("baseline", args, baseline.train)
+    return out / "model" / "baseline"
