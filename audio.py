@@ -7,6 +7,7 @@ long recording in memory.
 """
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -56,6 +57,21 @@ def _check_path(path: Path) -> None:
         raise AudioError(path, "empty file (0 bytes)")
 
 
+def _warn_if_truncated(path: Path, f) -> None:
+    """Warn when a WAV header promises more audio than the file holds (a cut-off copy or download).
+
+    libsndfile then decodes what is there and logs ``data : <declared> (should be <present>)``;
+    0xFFFFFFFF is the placeholder size streaming recorders write, not a truncation.
+    """
+    m = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", f.extra_info, re.MULTILINE)
+    if not m:
+        return
+    declared, present = int(m.group(1)), int(m.group(2))
+    if present < declared and declared != 0xFFFFFFFF:
+        warn(f"{path}: truncated (header declares {declared} bytes of audio, the file holds {present}); "
+             f"using the {f.frames / f.samplerate:.2f} s present")
+
+
 def _native_blocks(path: Path, block_frames_at_sr, sr: int) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 block, native rate). soundfile first; librosa/audioread for the rest."""
     import soundfile as sf
@@ -74,6 +90,7 @@ def _native_blocks(path: Path, block_frames_at_sr, sr: int) -> Iterator[tuple[np
         return
     with f:
         native = int(f.samplerate)
+        _warn_if_truncated(path, f)
         block = max(1, int(block_frames_at_sr * native / sr))
         while True:
             try:

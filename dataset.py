@@ -92,8 +92,10 @@ def _source_files(root: Path):
 def download_archive(url: str = DATASET_URL) -> Path:
     """Fetch the published archive with a progress bar, cached the Keras way (~/.keras/datasets)."""
     import keras
+    # one cache entry per URL: get_file returns any cached file of the same name without downloading
+    name = f"Animal-Sound-Dataset-{hashlib.sha1(url.encode()).hexdigest()[:10]}.zip"
     try:
-        return Path(keras.utils.get_file(fname="Animal-Sound-Dataset-master.zip", origin=url))
+        return Path(keras.utils.get_file(fname=name, origin=url))
     except Exception as e:
         raise DatasetError(f"could not download {url} ({type(e).__name__}: {str(e)[:120]}); "
                            f"import a local copy instead: python download_data.py --source PATH") from None
@@ -258,6 +260,21 @@ def load_clips(files, labels, classes, cfg: FeatureConfig, cache: FeatureCache |
     return Clips(x, np.asarray(ys, int), kept, hashes, audio if with_audio else None), skipped
 
 
+def drop_rare_classes(clips: Clips, classes: list[str], where) -> tuple[Clips, list[str]]:
+    """Drop classes with fewer than ``MIN_CLIPS_PER_CLASS`` readable clips (with a warning); re-index labels."""
+    counts = np.bincount(clips.y, minlength=len(classes))
+    kept = [c for c, n in zip(classes, counts) if n >= MIN_CLIPS_PER_CLASS]
+    for c, n in zip(classes, counts):
+        if n < MIN_CLIPS_PER_CLASS:
+            warn(f"class '{c}' has only {n} readable clip(s) in {where}; need {MIN_CLIPS_PER_CLASS}, skipped")
+    if len(kept) < 2:
+        raise DatasetError(f"{where}: need at least 2 classes with {MIN_CLIPS_PER_CLASS}+ readable clips each")
+    new_index = {classes.index(c): i for i, c in enumerate(kept)}
+    subset = clips.subset([i for i, y in enumerate(clips.y) if y in new_index])
+    subset.y = np.asarray([new_index[y] for y in subset.y], int)
+    return subset, kept
+
+
 @dataclasses.dataclass
 class DataSplits:
     """Everything a training run consumes: train/val carved from Training, and Test."""
@@ -281,16 +298,11 @@ def load_splits(data_dir, cfg: FeatureConfig, seed: int, val_size: float = 0.15,
     if not train_dir.is_dir():
         raise DatasetError(f"{train_dir}: no training data")
     files, labels = list_class_files(train_dir)
-    counts = Counter(labels)
-    classes = sorted(c for c, n in counts.items() if n >= MIN_CLIPS_PER_CLASS)
-    for c in sorted(set(counts) - set(classes)):
-        warn(f"class '{c}' has only {counts[c]} clip in {train_dir}; need {MIN_CLIPS_PER_CLASS}, skipped")
-    if len(classes) < 2:
-        raise DatasetError(f"{train_dir}: need at least 2 classes with {MIN_CLIPS_PER_CLASS}+ clips each")
-    keep = [i for i, c in enumerate(labels) if c in classes]
+    found = sorted(set(labels))
     cache = FeatureCache(cache_dir) if cache_dir else None
-    train_all, skipped = load_clips([files[i] for i in keep], [labels[i] for i in keep], classes, cfg, cache,
-                                    with_audio, desc="training features")
+    train_all, skipped = load_clips(files, labels, found, cfg, cache, with_audio, desc="training features")
+    # counted after decoding: a class whose clips are all unreadable must not become an untrained output
+    train_all, classes = drop_rare_classes(train_all, found, train_dir)
     test_files, test_labels = list_class_files(test_dir) if test_dir.is_dir() else ([], [])
     unknown = sorted(set(test_labels) - set(classes))
     if unknown:

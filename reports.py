@@ -36,7 +36,12 @@ def swap_in_dir(staging: Path, final: Path) -> None:
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
-    os.replace(staging, final)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        if old.exists():          # put the previous directory back rather than leave none
+            os.replace(old, final)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

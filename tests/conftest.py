@@ -100,3 +100,52 @@ def trained_model_dir(tmp_path_factory, data_dir) -> Path:
         train_args("baseline", data_dir, out, "--epochs", "2"))
     common.run_experiment("baseline", args, baseline.train)
     return out / "model" / "baseline"
+
+
+# ---------------------------------------------------------------- bad inputs (appended for the core tests)
+
+BAD_INPUTS = {  # file name -> a fragment of the one-line reason it is refused
+    "empty.wav": "empty file",
+    "junk.wav": "not readable as audio",
+    "zero.wav": "no audio samples",
+    "silent.wav": "silent",
+    "click.wav": "too short",
+    "notes.txt": "unsupported extension",
+    "song.mid": "unsupported extension",
+}
+
+
+def write_bad_inputs(folder: Path) -> dict:
+    """Write one file per unusable input the issue lists (see ``BAD_INPUTS``); returns name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "junk.wav").write_bytes(b"<html>not audio, just bytes named .wav</html>\n" * 50)
+    write_wav(folder / "zero.wav", np.zeros(0, np.float32))
+    write_wav(folder / "silent.wav", np.zeros(16000, np.float32))
+    write_wav(folder / "click.wav", tone("chirp", 0.01))
+    (folder / "notes.txt").write_text("field notes, not audio\n")
+    (folder / "song.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x00\x60")
+    return {name: folder / name for name in BAD_INPUTS}
+
+
+def write_truncated_wav(path: Path, y: np.ndarray, keep: float = 0.4) -> Path:
+    """A WAV whose header is intact but whose data stops after ``keep`` of the samples."""
+    data = write_wav(path, y).read_bytes()
+    path.write_bytes(data[:44 + int(keep * (len(data) - 44))])
+    return path
+
+
+def write_stray_files(folder: Path) -> None:
+    """The never-audio files dataset folders collect on macOS and Windows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "desktop.ini").write_text("[.ShellClassInfo]\n")
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    """Zip ``folder`` the way GitHub serves a repository: everything under one top-level directory."""
+    import zipfile
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            z.write(p, p.relative_to(folder.parent))
+    return archive

@@ -1,0 +1,128 @@
+"""The log-Mel front end, the analysis windows over long recordings, and the feature cache."""
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import dataset
+from audio import load_audio
+from conftest import tone, write_wav
+from features import FeatureCache, FeatureConfig, clip_features, iter_windows, log_mel
+
+CFG = FeatureConfig()
+SR = CFG.sr
+
+
+def test_log_mel_shape_and_short_signals():
+    assert log_mel(tone("moo", 1.0), CFG).shape == (1 + SR // CFG.hop_length, CFG.n_mels)
+    click = log_mel(tone("chirp", 0.01), CFG)          # shorter than one FFT frame: padded, not an error
+    assert click.shape[1] == CFG.n_mels and np.all(np.isfinite(click))
+
+
+def test_clip_features_normalised_then_zero_padded():
+    x = clip_features(tone("moo", 1.0), CFG)
+    assert x.shape == (500, 128) and x.dtype == np.float32
+    real = 1 + SR // CFG.hop_length                   # centred frames of 1 s of audio
+    assert abs(x[:real].mean()) < 1e-4 and x[:real].std() == pytest.approx(1.0, abs=1e-3)
+    assert not np.any(x[real:])                       # "post" padding, zero = the clip's mean level
+
+
+def test_clip_features_truncates_long_audio_to_one_window():
+    long = np.concatenate([tone("moo", 10.0, seed=1), tone("chirp", 10.0, seed=2)])   # 20 s > 16 s window
+    other_tail = np.concatenate([long[:CFG.window_samples], tone("bark", 4.0)])
+    x = clip_features(long, CFG)
+    assert x.shape == (500, 128) and np.all(x.std(axis=1) > 0)   # every frame is real audio
+    np.testing.assert_array_equal(x, clip_features(other_tail, CFG))   # audio past 16 s is ignored
+
+
+@pytest.fixture(scope="module")
+def forty_seconds(tmp_path_factory):
+    """A 40 s recording at the model rate, so windows can be compared sample by sample."""
+    y = np.concatenate([tone(k, 10.0, seed=i) for i, k in enumerate(("moo", "chirp", "bark", "moo"))])
+    return write_wav(tmp_path_factory.mktemp("long") / "forty.wav", y)
+
+
+def test_iter_windows_cover_the_file(forty_seconds):
+    y = load_audio(forty_seconds)          # what the loader decodes, 16-bit rounding included
+    windows = list(iter_windows(forty_seconds, CFG))
+    assert CFG.window_seconds == 16.0         # 500 frames x 512 samples at 16 kHz; the hop is half of it
+    assert [(a, b) for a, b, _ in windows] == [(0.0, 16.0), (8.0, 24.0), (16.0, 32.0), (24.0, 40.0)]
+    for a, b, audio in windows:
+        np.testing.assert_array_equal(audio, y[round(a * SR):round(b * SR)])
+
+
+def test_iter_windows_respects_window_and_hop(forty_seconds):
+    spans = [(a, b) for a, b, _ in iter_windows(forty_seconds, CFG, window_seconds=15.0, hop_seconds=10.0)]
+    assert spans == [(0.0, 15.0), (10.0, 25.0), (20.0, 35.0), (30.0, 40.0)]   # the last reaches the end
+    spans = [(a, b) for a, b, _ in iter_windows(forty_seconds, CFG, window_seconds=6.0)]
+    assert spans[:2] == [(0.0, 6.0), (3.0, 9.0)] and spans[-1] == (36.0, 40.0)   # hop: half a window
+
+
+def test_iter_windows_short_file_is_one_window(tmp_path):
+    path = write_wav(tmp_path / "short.wav", tone("chirp", 3.0))
+    [(a, b, audio)] = list(iter_windows(path, CFG))
+    assert (a, b, len(audio)) == (0.0, 3.0, 3 * SR)
+
+
+def test_iter_windows_streams_a_long_file_in_bounded_memory(tmp_path):
+    path = tmp_path / "ten_minutes.wav"
+    with sf.SoundFile(str(path), "w", SR, 1, "PCM_16", format="WAV") as f:
+        call = np.concatenate([tone("moo", 2.0), np.zeros(8 * SR, np.float32)])
+        for _ in range(60):
+            f.write(call)
+    decoded_bytes = 600 * SR * 4                      # the whole file as float32
+    tracemalloc.start()
+    try:
+        n, last_end = 0, 0.0
+        for _, last_end, _ in iter_windows(path, CFG):
+            n += 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert last_end == 600.0 and n == (600 - 16) // 8 + 1
+    assert peak < decoded_bytes / 5, f"peak {peak / 1e6:.1f} MB for a {decoded_bytes / 1e6:.0f} MB recording"
+
+
+# ---------------------------------------------------------------- cache
+
+@pytest.fixture
+def three_clips(tmp_path):
+    files = [write_wav(tmp_path / f"{k}.wav", tone(k, 1.0)) for k in ("moo", "chirp", "bark")]
+    return files, ["cow", "bird", "dog"]
+
+
+def test_second_load_is_a_cache_hit(three_clips, cache_dir, monkeypatch):
+    files, labels = three_clips
+    cache = FeatureCache(cache_dir)
+    first, skipped = dataset.load_clips(files, labels, sorted(labels), CFG, cache)
+    assert skipped == 0 and first.x.shape == (3, 500, 128)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although the features were cached")
+    monkeypatch.setattr(dataset, "load_audio", no_decoding)
+    monkeypatch.setattr(dataset, "clip_features", no_decoding)
+    second, _ = dataset.load_clips(files, labels, sorted(labels), CFG, cache)
+    np.testing.assert_allclose(second.x, first.x, atol=1e-2)     # cached as float16
+    assert list(second.y) == list(first.y) and second.hashes == first.hashes
+
+
+def test_cache_keys_follow_the_feature_config(three_clips, cache_dir, monkeypatch):
+    files, labels = three_clips
+    cache = FeatureCache(cache_dir)
+    dataset.load_clips(files, labels, sorted(labels), CFG, cache)
+    small = FeatureConfig(n_mels=64)
+    assert small.key() != CFG.key() and FeatureConfig().key() == CFG.key()
+    calls = []
+    real = dataset.clip_features
+    monkeypatch.setattr(dataset, "clip_features", lambda y, cfg: calls.append(cfg) or real(y, cfg))
+    clips, _ = dataset.load_clips(files, labels, sorted(labels), small, cache)
+    assert len(calls) == 3 and clips.x.shape == (3, 500, 64)   # new parameters: recomputed, not reused
+
+
+def test_damaged_cache_entry_is_recomputed(tmp_path):
+    cache = FeatureCache(tmp_path)
+    cache.put("features", "k", "abcdef", np.ones((2, 3), np.float16))
+    np.testing.assert_array_equal(cache.get("features", "k", "abcdef"), np.ones((2, 3)))
+    next(tmp_path.rglob("abcdef.npy")).write_bytes(b"garbage")
+    assert cache.get("features", "k", "abcdef") is None and cache.get("features", "k", "other") is None
