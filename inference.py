@@ -6,14 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backends import ModelDirError, load_predictor
 from features import FEATURE_VERSION, FeatureConfig, clip_features, iter_windows
 from reports import latest_runs
-
-MODEL_FILE = "animal_sound_model.keras"
-
-
-class ModelDirError(RuntimeError):
-    """A model directory that is missing, incomplete or incompatible; ``str()`` is one line."""
 
 
 def read_model_config(model_dir) -> dict:
@@ -52,33 +47,28 @@ def default_model_dir(root="model") -> Path:
 class Classifier:
     """A trained model plus the feature front end it was trained with.
 
-    The model is loaded with Keras' safe mode (no deserialised code runs) and
-    its labels come from ``config.json``: nothing in a model directory is ever
-    unpickled.
+    ``backend`` picks the runtime (see :mod:`backends`): "keras" loads the
+    ``.keras`` file in safe mode (no deserialised code runs), "onnx" and
+    "tflite" the files export.py writes, "auto" the fastest one present. Labels
+    come from ``config.json``: nothing in a model directory is ever unpickled.
     """
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, backend: str = "auto"):
         self.model_dir = Path(model_dir)
         self.config = read_model_config(self.model_dir)
         self.cfg: FeatureConfig = self.config["feature_config"]
         self.classes: list[str] = self.config["classes"]
-        model_path = self.model_dir / MODEL_FILE
-        if not model_path.is_file():
-            raise ModelDirError(f"{model_path}: missing")
-        import keras
-        try:
-            self.model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-        except Exception as e:
-            raise ModelDirError(f"{model_path}: cannot load ({type(e).__name__}: {str(e)[:200]})") from None
+        self.predictor = load_predictor(self.model_dir, backend)
+        self.backend: str = self.predictor.name
         expected = (self.cfg.n_frames, self.cfg.n_mels)
-        if tuple(self.model.input_shape[1:]) != expected or self.model.output_shape[-1] != len(self.classes):
-            raise ModelDirError(f"{model_path}: model maps {self.model.input_shape[1:]} to "
-                                f"{self.model.output_shape[-1]} classes, config says {expected} to "
+        if self.predictor.input_shape != expected or self.predictor.n_classes != len(self.classes):
+            raise ModelDirError(f"{self.model_dir} ({self.backend}): model maps {self.predictor.input_shape} to "
+                                f"{self.predictor.n_classes} classes, config says {expected} to "
                                 f"{len(self.classes)}")
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (n, classes) for a feature batch (n, frames, mels)."""
-        return np.asarray(self.model.predict_on_batch(np.asarray(x, np.float32)))
+        return self.predictor.predict(np.asarray(x, np.float32))
 
     def classify_file(self, path, window_seconds: float | None = None, hop_seconds: float | None = None,
                       batch: int = 16) -> tuple[np.ndarray, list[tuple[float, float, np.ndarray]]]:

@@ -2,11 +2,16 @@
 
     python predict.py --file clip.wav [--top-k 3] [--timeline] [--json]
     python predict.py --dir recordings/ --csv predictions.csv
+    python predict.py --file clip.wav --backend onnx
 
 Without --model-dir the best trained variant is used (highest macro-F1 in
-model/results.csv, else model/enhance, else model/baseline).
+model/results.csv, else model/enhance, else model/baseline). Without
+--backend the fastest runtime present is used: ONNX, then int8 TFLite (both
+written by export.py, and neither imports TensorFlow), else Keras.
 """
 import argparse
+import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -14,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import common
+from backends import BACKENDS
 
 
 def parse_args(argv=None):
@@ -23,6 +29,8 @@ def parse_args(argv=None):
     src.add_argument("--file", type=Path, help="one recording")
     src.add_argument("--dir", type=Path, help="a folder, searched recursively")
     p.add_argument("--model-dir", type=Path, help="trained model directory (default: best trained variant)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="model runtime; auto: onnx, else tflite, else keras, whichever the model directory has")
     p.add_argument("--top-k", type=int, default=3, help="classes listed for --file")
     p.add_argument("--csv", type=Path, help="with --dir: write file,label,confidence,<class...> rows here")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -52,7 +60,7 @@ def print_record(rec, top_k, timeline):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        clf = common.Classifier(args.model_dir or common.default_model_dir())
+        clf = common.Classifier(args.model_dir or common.default_model_dir(), args.backend)
     except common.ModelDirError as e:
         sys.exit(f"error: {e}")
     window = dict(window_seconds=args.window_seconds, hop_seconds=args.hop_seconds)
@@ -78,10 +86,12 @@ def main(argv=None):
             common.warn(f"skipping {e}")
             skipped += 1
     if args.csv:
-        rows = ["file,label,confidence," + ",".join(clf.classes)]
-        rows += [f"{r['file']},{r['label']},{r['confidence']}," + ",".join(str(r["probabilities"][c])
-                                                                            for c in clf.classes) for r in records]
-        common.atomic_write(args.csv, "\n".join(rows) + "\n")
+        table = io.StringIO()   # the csv module quotes file names holding commas or quotes
+        writer = csv.writer(table, lineterminator="\n")
+        writer.writerow(["file", "label", "confidence", *clf.classes])
+        writer.writerows([r["file"], r["label"], r["confidence"], *(r["probabilities"][c] for c in clf.classes)]
+                         for r in records)
+        common.atomic_write(args.csv, table.getvalue())
     if args.json:
         print(json.dumps([r if args.timeline else {k: v for k, v in r.items() if k != "windows"}
                           for r in records]))

@@ -134,12 +134,17 @@ def append_result(results_csv: Path, row: dict) -> pd.DataFrame:
 
 
 def latest_runs(results_csv: Path) -> pd.DataFrame:
-    """The last row of every variant whose model directory still exists, in file order."""
+    """The last row of every variant whose model directory still exists, in file order.
+
+    ``model_dir`` is stored relative to the results file, and returned resolved
+    against it, so the table works from any working directory.
+    """
     results_csv = Path(results_csv)
     if not results_csv.exists():
         return pd.DataFrame(columns=RESULT_COLUMNS)
     table = pd.read_csv(results_csv)
-    table = table.groupby("variant", sort=False).tail(1)
+    table = table.groupby("variant", sort=False).tail(1).copy()
+    table["model_dir"] = [str(results_csv.parent / d) for d in table["model_dir"]]
     return table[[Path(d, "config.json").exists() for d in table["model_dir"]]].reset_index(drop=True)
 
 
@@ -187,4 +192,4 @@ def write_charts(results_csv: Path, charts_dir: Path) -> list[Path]:
 def result_row(variant: str, seed: int, metrics: dict, epochs_run: int, model_dir: Path) -> dict:
     return {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "variant": variant, "seed": seed,
             **{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n_test", "train_seconds")},
-            "epochs_run": epochs_run, "model_dir": str(model_dir)}
+            "epochs_run": epochs_run, "model_dir": Path(model_dir).name}

@@ -32,7 +32,8 @@ def test_archive_to_predictions(source_dataset, tmp_path, capsys):
     with open(tmp_path / "model" / "results.csv", newline="") as f:
         [row] = list(csv.DictReader(f))
     assert row["variant"] == "baseline" and int(row["n_test"]) == metrics["n_test"] == n_test
-    assert row["model_dir"] == str(args.model_dir) and 0 <= float(row["macro_f1"]) <= 1
+    # stored relative to results.csv, so the table works from any working directory
+    assert (tmp_path / "model" / row["model_dir"]) == args.model_dir and 0 <= float(row["macro_f1"]) <= 1
     for chart in CHARTS:
         assert (tmp_path / "charts" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
     capsys.readouterr()

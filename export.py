@@ -1,0 +1,261 @@
+"""Export a trained model to ONNX and int8 TFLite, and check both against Keras on the Test split.
+
+    python export.py --model-dir model/baseline [--data-dir Animals_Sounds]
+
+Writes next to the model's animal_sound_model.keras:
+
+    model.onnx          float32, any batch size (tf2onnx, through Keras' model.export)
+    model_int8.tflite   dynamic-range int8 weights, batch size 1 (runs in ai_edge_litert)
+    export.json         what was exported, with which versions, and the parity results
+
+Both map (batch, frames, mels) float32 log-Mel features to class probabilities.
+They are traced with training=False, so dropout, noise and random augmentation
+layers leave nothing in the exported graphs. Parity is measured on the Test split of the
+model's data directory: ONNX probabilities within 1e-4 of Keras', TFLite top-1
+agreement with Keras at least 99% and its accuracy within 1 point. Each file is
+written only if its own parity holds; one that fails is removed and the exit
+status is 1, so predict.py's automatic backend choice never picks a broken export.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import common
+from backends import FILES, ONNX_FILE, TFLITE_FILE, ModelDirError, OnnxPredictor, TFLitePredictor
+from dataset import DEFAULT_CACHE, DatasetError, list_class_files, load_clips
+
+ONNX_MAX_DIFF = 1e-4         # max |p_onnx - p_keras| over every Test clip and class
+TFLITE_MIN_AGREEMENT = 0.99  # share of Test clips whose top-1 class matches Keras'
+TFLITE_MAX_ACC_GAP = 0.01    # |accuracy_tflite - accuracy_keras|
+PARITY_BATCH = 32            # bounds the activation memory of the 2D-CNN variants
+
+
+class ExportError(RuntimeError):
+    """A model that does not convert cleanly; ``str()`` is one line."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", type=Path, required=True, help="trained model directory, e.g. model/baseline")
+    p.add_argument("--data-dir", type=Path,
+                   help="dataset root whose Test/ split checks parity (default: the model's config.json data_dir)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="feature cache (default: %(default)s)")
+    p.add_argument("--skip-parity", action="store_true",
+                   help="write the files without checking them (when no Test data is at hand)")
+    return p.parse_args(argv)
+
+
+def input_spec(shape: tuple, batch):
+    """The exported graphs' one input: float32 (batch, frames, mels) named log_mel."""
+    import tensorflow as tf
+    return tf.TensorSpec((batch, *shape), tf.float32, name="log_mel")
+
+
+def inference_model(model):
+    """``model`` inside a functional wrapper that calls it with training=False (weights are shared).
+
+    model.export traces ``model.__call__`` with training unset, and then Keras'
+    random layers (augmentation, noise, the dropout inside attention) still
+    put random ops into the graph, which tf2onnx cannot convert. With
+    training=False baked into the call they leave no trace in the graph.
+    """
+    import keras
+    inputs = keras.Input(model.input_shape[1:], name="log_mel")
+    return keras.Model(inputs, model(inputs, training=False), name=f"{model.name}_inference")
+
+
+def register_erfc() -> None:
+    """Teach tf2onnx TensorFlow's Erfc op, as 1 - Erf.
+
+    TensorFlow builds the exact GELU (the transformer's MLP activation) on
+    Erfc, which tf2onnx 1.17 cannot convert (onnx/tensorflow-onnx PR #2463 is
+    still open); ONNX has Erf since opset 9. Where 1 - erf(x) loses the
+    relative precision of a tiny erfc(x), GELU multiplies it by ~0 anyway.
+    Registering twice just replaces the handler.
+    """
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    @tf_op("Erfc")
+    class Erfc:
+        @classmethod
+        def version_9(cls, ctx, node, **kwargs):
+            dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.ones((), dtype))
+            erf = ctx.make_node("Erf", [node.input[0]])
+            node.type = "Sub"
+            ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+
+
+def export_onnx(model, shape: tuple, path: Path) -> None:
+    """Write ``model`` as ONNX with a dynamic batch dimension; refuse unconverted or random ops."""
+    import onnx
+    register_erfc()
+    with warnings.catch_warnings():   # Keras' numpy-2 patch for tf2onnx touches the deprecated np.object
+        warnings.simplefilter("ignore", FutureWarning)
+        model.export(str(path), format="onnx", input_signature=[input_spec(shape, None)], verbose=False)
+    # tf2onnx leaves the TensorFlow ops it cannot convert in the graph, under their TensorFlow names
+    bad = sorted({n.op_type for n in onnx.load(str(path)).graph.node
+                  if "Random" in n.op_type or not onnx.defs.has(n.op_type, n.domain)})
+    if bad:
+        raise ExportError(f"ops {bad} are not ONNX ops or draw random numbers at inference (tf2onnx cannot "
+                          f"convert them; keep augmentation out of the saved model)")
+
+
+def export_tflite(model, shape: tuple, path: Path) -> None:
+    """Write ``model`` as TFLite with dynamic-range int8 weights, built-in ops only, batch size 1.
+
+    Keras 3 models convert through a SavedModel (from_concrete_functions loses
+    their variables). A fixed batch lets LSTM and attention layers lower to
+    built-in ops; SELECT_TF_OPS is left off because the plain LiteRT
+    interpreter cannot run them.
+    """
+    import keras
+    import tensorflow as tf
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".saved_model-") as saved:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[input_spec(shape, 1)])
+        archive.write_out(saved, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            flatbuffer = converter.convert()
+        except Exception as e:
+            raise ExportError(f"TFLite conversion failed ({type(e).__name__}: {str(e).strip()[-300:]})") from None
+    path.write_bytes(flatbuffer)
+
+
+def load_test_split(config: dict, data_dir: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features (n, frames, mels) and labels of the Test clips of the model's classes."""
+    test_dir = data_dir / "Test"
+    if not test_dir.is_dir():
+        raise DatasetError(f"{test_dir}: no Test split to check parity on (pass --data-dir, or --skip-parity)")
+    classes = config["classes"]
+    pairs = [(f, c) for f, c in zip(*list_class_files(test_dir)) if c in classes]
+    clips, _ = load_clips([f for f, _ in pairs], [c for _, c in pairs], classes, config["feature_config"],
+                          common.FeatureCache(cache_dir), desc="test features")
+    if not len(clips.y):
+        raise DatasetError(f"{test_dir}: no readable clips of the model's classes")
+    return clips.x, clips.y
+
+
+def batched(predict, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([predict(x[i:i + PARITY_BATCH]) for i in range(0, len(x), PARITY_BATCH)])
+
+
+def agreement(probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict:
+    """How closely ``probs`` follow the Keras ``reference`` on labelled clips ``y``."""
+    return {"max_abs_diff": float(np.abs(probs - reference).max()),
+            "top1_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
+            "accuracy": float(np.mean(probs.argmax(1) == y))}
+
+
+def check_parity(clf, staging: Path, data_dir: Path, cache_dir: Path) -> dict:
+    """Keras vs the staged ONNX and TFLite files on the Test split; ``passed`` says whether every threshold holds."""
+    x, y = load_test_split(clf.config, data_dir, cache_dir)
+    keras_probs = batched(clf.predictor.predict, x)
+    onnx = agreement(batched(OnnxPredictor(staging / ONNX_FILE).predict, x), keras_probs, y)
+    tflite = agreement(TFLitePredictor(staging / TFLITE_FILE).predict(x), keras_probs, y)
+    keras_acc = float(np.mean(keras_probs.argmax(1) == y))
+    onnx["passed"] = onnx["max_abs_diff"] <= ONNX_MAX_DIFF
+    tflite["passed"] = (tflite["top1_agreement"] >= TFLITE_MIN_AGREEMENT
+                        and abs(tflite["accuracy"] - keras_acc) <= TFLITE_MAX_ACC_GAP + 1e-9)  # 1/100 is not 0.01
+    return {"data_dir": str(data_dir), "n_test": int(len(y)), "keras": {"accuracy": keras_acc},
+            "onnx": onnx, "tflite": tflite,
+            "thresholds": {"onnx_max_abs_diff": ONNX_MAX_DIFF, "tflite_min_top1_agreement": TFLITE_MIN_AGREEMENT,
+                           "tflite_max_accuracy_gap": TFLITE_MAX_ACC_GAP},
+            "passed": onnx["passed"] and tflite["passed"]}
+
+
+def parity_table(parity: dict, sizes: dict) -> str:
+    """The parity results as aligned text, one row per backend."""
+    rows = [f"{'backend':<8}{'file':<26}{'size':>9}{'max|dp|':>10}{'top-1 agree':>13}{'accuracy':>10}"]
+    for backend, file in FILES.items():
+        r = parity[backend]
+        verdict = "" if backend == "keras" else ("  ok" if r["passed"] else "  FAILED")
+        diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-"
+        agree = f"{100 * r['top1_agreement']:.1f}%" if "top1_agreement" in r else "-"
+        rows.append(f"{backend:<8}{file:<26}{sizes[backend] / 1e6:>6.2f} MB{diff:>10}{agree:>13}"
+                    f"{r['accuracy']:>10.4f}{verdict}")
+    return "\n".join(rows)
+
+
+def versions() -> dict:
+    import importlib
+    return {m: importlib.import_module(m).__version__
+            for m in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert")}
+
+
+def install(staging: Path, model_dir: Path, parity: dict | None) -> list[str]:
+    """Move the staged files that passed parity (all of them, if unchecked) into ``model_dir``.
+
+    The old copy of a file that failed is deleted: the Keras model cannot have
+    changed since (retraining replaces the whole directory), so it would fail too.
+    """
+    written = []
+    for backend in ("onnx", "tflite"):
+        if parity is None or parity[backend]["passed"]:
+            os.replace(staging / FILES[backend], model_dir / FILES[backend])
+            written.append(FILES[backend])
+        else:
+            (model_dir / FILES[backend]).unlink(missing_ok=True)
+    return written
+
+
+def export_record(model_dir: Path, shape: tuple, sizes: dict, seconds: float, parity: dict | None,
+                  written: list[str]) -> dict:
+    """The content of export.json: files, input, quantisation, parity results, versions."""
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "export_seconds": round(seconds, 1),
+            "keras_model": {"file": FILES["keras"], "sha1": common.file_hash(model_dir / FILES["keras"])},
+            "input": {"name": "log_mel", "shape": [None, *shape], "dtype": "float32"},
+            "onnx": {"file": ONNX_FILE, "written": ONNX_FILE in written, "bytes": sizes["onnx"], "batch": "dynamic"},
+            "tflite": {"file": TFLITE_FILE, "written": TFLITE_FILE in written, "bytes": sizes["tflite"], "batch": 1,
+                       "quantization": "dynamic-range int8 weights (tf.lite.Optimize.DEFAULT), float32 I/O"},
+            "parity": parity, "versions": versions()}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        clf = common.Classifier(args.model_dir, backend="keras")
+        shape = (clf.cfg.n_frames, clf.cfg.n_mels)
+        # everything is built and checked in a hidden staging folder, then renamed into place
+        with tempfile.TemporaryDirectory(dir=args.model_dir, prefix=".export-") as tmp:
+            staging, start = Path(tmp), time.time()
+            model = inference_model(clf.predictor.model)
+            export_onnx(model, shape, staging / ONNX_FILE)
+            export_tflite(model, shape, staging / TFLITE_FILE)
+            seconds = time.time() - start
+            print(f"exported {args.model_dir} in {seconds:.1f} s")
+            sizes = {b: (args.model_dir / f if b == "keras" else staging / f).stat().st_size
+                     for b, f in FILES.items()}
+            parity = None
+            if not args.skip_parity:
+                parity = check_parity(clf, staging, args.data_dir or Path(clf.config["data_dir"]), args.cache_dir)
+                print(f"parity on {parity['n_test']} Test clips:\n{parity_table(parity, sizes)}")
+            written = install(staging, args.model_dir, parity)
+    except (ModelDirError, DatasetError) as e:
+        sys.exit(f"error: {e}")
+    except ExportError as e:
+        sys.exit(f"error: {args.model_dir}: {e}")
+    common.atomic_write(args.model_dir / "export.json",
+                        json.dumps(export_record(args.model_dir, shape, sizes, seconds, parity, written), indent=2))
+    print(f"wrote {', '.join([*written, 'export.json'])} to {args.model_dir}"
+          + (" (parity not checked)" if parity is None else ""))
+    if parity and not parity["passed"]:
+        failed = [FILES[b] for b in ("onnx", "tflite") if not parity[b]["passed"]]
+        sys.exit(f"parity FAILED: {', '.join(failed)} not written (details in export.json)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The model variants: construction, a 1-epoch smoke fit each, and loading what they save."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import train_args, write_wav, tone
+
+keras = pytest.importorskip("keras")
+
+import common  # noqa: E402
+import enhance_transformer  # noqa: E402
+import mix_noise  # noqa: E402
+import train_alexnet  # noqa: E402
+
+SHAPE = (500, 128)
+TINY_TRANSFORMER = ["--d-model", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32", "--proj-dim", "8",
+                    "--pretrain-epochs", "1", "--views", "1", "--episodes", "2", "--n-way", "3",
+                    "--k-shot", "2", "--n-query", "2", "--batch-size", "4"]
+
+
+def check_probabilities(model, n_classes):
+    x = np.random.default_rng(0).standard_normal((3, *SHAPE)).astype(np.float32)
+    p = np.asarray(model(x, training=False))
+    assert p.shape == (3, n_classes)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(p >= 0)
+
+
+def test_mix_noise_uses_the_baseline_network():
+    import baseline
+    assert mix_noise.baseline.build_model is baseline.build_model
+
+
+def test_alexnet_construction():
+    model = train_alexnet.build_model(SHAPE, 10)
+    check_probabilities(model, 10)
+    assert model.input_shape[1:] == SHAPE
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [c.filters for c in convs] == [24, 64, 96, 96, 64] and [c.kernel_size[0] for c in convs] == [11, 5, 3, 3, 3]
+    assert convs[0].strides == (4, 4) and len(dense) == 3
+    assert 1e6 < model.count_params() < 3e6
+
+
+def test_transformer_construction_and_safe_reload(tmp_path):
+    protos = np.random.default_rng(1).standard_normal((10, 64)).astype(np.float32)
+    model = enhance_transformer.build_model(SHAPE, 10, protos)
+    check_probabilities(model, 10)
+    assert 50_000 < model.count_params() < 1_000_000
+    names = {type(layer).__name__ for layer in model.layers}
+    assert "PrototypeHead" in names and "MultiHeadAttention" in names
+    assert not names & {"Dropout", "GaussianNoise", "RandomFlip", "SpatialDropout1D"}   # export-clean
+    head = model.get_layer("probabilities")
+    assert not head.trainable_weights
+    np.testing.assert_allclose(np.asarray(head.prototypes), protos)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    x = np.random.default_rng(2).standard_normal((2, *SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def test_naive_mix_is_reproducible_and_uses_whole_clip_power(monkeypatch):
+    cfg = common.FeatureConfig()
+    clips = [tone("chirp", 1.0), tone("moo", 0.8)]
+    bank = [np.random.default_rng(3).standard_normal(16000).astype(np.float32)]
+    calls = []
+    real = common.mix_at_snr
+
+    def spy(*a, **k):
+        calls.append(k.get("active_only"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(common, "mix_at_snr", spy)
+    a = mix_noise.naive_mix(clips, bank, cfg, (0.0, 20.0), np.random.default_rng(0))
+    b = mix_noise.naive_mix(clips, bank, cfg, (0.0, 20.0), np.random.default_rng(0))
+    assert calls == [False] * 4
+    np.testing.assert_array_equal(a, b)
+    clean = np.stack([common.clip_features(y, cfg) for y in clips])
+    assert a.shape == clean.shape and not np.allclose(a, clean)
+
+
+@pytest.mark.parametrize("script, variant, extra", [
+    (mix_noise, "mix_noise", []),
+    (train_alexnet, "alexnet", ["--width", "0.125", "--dense", "32"]),
+    (enhance_transformer, "enhance_transformer", TINY_TRANSFORMER),
+])
+def test_smoke_fit_saves_a_loadable_model(script, variant, extra, data_dir, tmp_path):
+    args = script.make_parser().parse_args(train_args(variant, data_dir, tmp_path, *extra))
+    metrics = common.run_experiment(variant, args, script.train, with_audio=variant != "alexnet")
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["epochs_run"] >= 1
+    model_dir = tmp_path / "model" / variant
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["variant"] == variant
+    clf = common.Classifier(model_dir, backend="keras")
+    probs, windows = clf.classify_file(write_wav(tmp_path / "call.wav", tone("moo", 1.0)))
+    assert probs.shape == (len(config["classes"]),) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+    if variant == "enhance_transformer":
+        assert (model_dir / "pretrain_history.csv").is_file()
