@@ -10,11 +10,12 @@ Writes next to the model's animal_sound_model.keras:
 
 Both map (batch, frames, mels) float32 log-Mel features to class probabilities.
 They are traced with training=False, so dropout, noise and random augmentation
-layers leave nothing in the exported graphs. Parity is measured on the Test split of the
-model's data directory: ONNX probabilities within 1e-4 of Keras', TFLite top-1
-agreement with Keras at least 99% and its accuracy within 1 point. Each file is
-written only if its own parity holds; one that fails is removed and the exit
-status is 1, so predict.py's automatic backend choice never picks a broken export.
+layers leave nothing in the exported graphs. Parity is measured on the Test
+split of the model's data directory: ONNX probabilities within 1e-4 of Keras',
+TFLite top-1 agreement with Keras at least 99% and its accuracy within 1 point.
+Each file is written only if its own parity holds; one that fails is removed
+and the exit status is 1, so predict.py's automatic backend choice never picks
+a broken export.
 """
 import argparse
 import json

@@ -2,7 +2,7 @@
 
 Layers are registered (package ``animal_sounds``) and have ``get_config``, so a
 saved model reloads with ``keras.saving.load_model(path, safe_mode=True)``
-once this module is imported; :class:`inference.Classifier` imports it just
+once this module is imported; :class:`backends.KerasPredictor` imports it just
 before loading, so only the Keras path pays for it (it imports Keras, hence
 TensorFlow). Everything is plain tensor algebra (matmul, reductions, softmax):
 no random ops, so the inference graph exports to ONNX and TFLite.

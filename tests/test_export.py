@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, tone
+from conftest import ROOT, tone, write_wav
 
 import backends
 import export
@@ -122,7 +122,6 @@ def test_auto_backend_prefers_onnx_then_tflite_then_keras(tmp_path, monkeypatch)
 
 def test_missing_onnx_file_is_a_clear_error(trained_model_dir, tmp_path, capsys):
     import predict
-    from conftest import write_wav
     clip = write_wav(tmp_path / "moo.wav", tone("moo", 1.0))
     with pytest.raises(SystemExit) as e:
         predict.main(["--file", str(clip), "--model-dir", str(trained_model_dir), "--backend", "onnx"])
