@@ -19,11 +19,13 @@ def spec_augment(x: np.ndarray, rng: np.random.Generator, time_masks: int = 2, m
     """SpecAugment on a batch (B, frames, mels): zero random time and frequency bands.
 
     Zero is each clip's mean after z-normalisation, so a mask hides information
-    without adding any.
+    without adding any. Time masks fall inside each clip's real (non-padding) frames.
     """
     x = x.copy()
-    b, t, f = x.shape
+    b, _, f = x.shape
     for i in range(b):
+        # mask inside the clip's real frames: on a short clip most of the window is padding
+        t = int(np.flatnonzero(np.any(x[i] != 0, axis=1)).max(initial=0)) + 1
         for _ in range(time_masks):
             w = int(rng.integers(0, max_time + 1))
             s = int(rng.integers(0, max(1, t - w)))

@@ -3,8 +3,8 @@
     python enhance_transformer.py [--pretrain-epochs 20 --epochs 20 --episodes 10 --n-way 10 --k-shot 4]
 
 1. Encoder: the log-Mel frames are cut into patches of ``--patch`` frames
-   (10 -> 50 tokens of 10x128 values, 0.32 s each), each projected by a Dense layer to
-   ``--d-model`` dims, plus a learned position embedding; ``--depth`` pre-norm
+   (10 -> 50 tokens of 10x128 values, 0.32 s each), each projected by a
+   Dense layer to ``--d-model`` dims, plus a learned position embedding; ``--depth`` pre-norm
    Transformer blocks (multi-head self-attention + GELU MLP, residuals); a
    final LayerNorm and a mean over the tokens that hold sound (clips are
    zero-padded to 16 s, a median clip fills 2.5 s) give the clip embedding.
@@ -25,7 +25,8 @@
    non-trainable weights hold the class means of all training clips, giving
    softmax(-squared distance) class probabilities like any other variant.
 
-Full run on 2 CPU cores: a few minutes (see README).
+Full run on 2 shared CPU cores: ~2 min (views 10 s, SimCLR ~2.5 s per epoch,
+ProtoNet ~3.5 s per epoch); 186 k parameters. Deterministic for a given seed.
 """
 import time
 

@@ -1,0 +1,39 @@
+"""SpecAugment, mixup and the on-the-fly waveform augmentation."""
+import numpy as np
+
+from augment import WaveAugment, mixup, spec_augment
+from conftest import tone
+from features import FeatureConfig
+
+
+def test_spec_augment_masks_only_real_frames():
+    rng = np.random.default_rng(0)
+    x = np.zeros((8, 500, 128), np.float32)
+    x[:, :80] = rng.standard_normal((8, 80, 128)) + 5      # 80 real frames, then padding
+    out = spec_augment(x, rng, time_masks=2, max_time=40, freq_masks=2, max_freq=16)
+    assert out.shape == x.shape and not np.shares_memory(out, x)
+    assert np.all(out[:, 80:] == 0)                               # padding untouched
+    masked_rows = [(out[i, :80] == 0).all(axis=1).sum() for i in range(8)]
+    assert max(masked_rows) > 0 and max(masked_rows) <= 80        # time masks land inside the clip
+    assert all((out[i] == 0).all(axis=0).sum() <= 2 * 16 for i in range(8))
+
+
+def test_mixup_is_a_convex_blend_of_examples_and_labels():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 10, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    xm, ym = mixup(x, y, rng, alpha=0.4)
+    assert xm.shape == x.shape and np.allclose(ym.sum(axis=1), 1.0)
+    assert np.all(ym >= 0) and not np.allclose(xm, x)
+
+
+def test_wave_augment_gives_model_features_and_varies():
+    cfg = FeatureConfig()
+    noise = [np.random.default_rng(2).standard_normal(16000).astype(np.float32) * 0.1]
+    aug = WaveAugment(noise, cfg, p_noise=1.0)
+    clips = [tone("chirp", 1.0), tone("moo", 2.0)]
+    a = aug.features(clips, np.random.default_rng(3))
+    b = aug.features(clips, np.random.default_rng(4))
+    assert a.shape == (2, cfg.n_frames, cfg.n_mels) and np.isfinite(a).all()
+    assert not np.allclose(a, b)                                  # fresh draws per call
+    assert np.allclose(a, aug.features(clips, np.random.default_rng(3)))   # seeded
