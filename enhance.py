@@ -66,7 +66,7 @@ def train(data, args, staging):
     return model, history
 
 
-def parser():
+def make_parser():
     p = common.make_parser("enhance", __doc__.splitlines()[0], epochs=60, patience=15, lr=1e-3)
     p.add_argument("--p-noise", type=float, default=0.5, help="probability of mixing wind into a clip")
     p.add_argument("--snr-min", type=float, default=5.0, help="calibrated SNR range (dB, on the active part)")
@@ -82,4 +82,4 @@ def parser():
 
 
 if __name__ == "__main__":
-    common.run_experiment("enhance", parser().parse_args(), train, with_audio=True)
+    common.run_experiment("enhance", make_parser().parse_args(), train, with_audio=True)

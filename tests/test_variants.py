@@ -9,6 +9,7 @@ from conftest import train_args, write_wav, tone
 keras = pytest.importorskip("keras")
 
 import common  # noqa: E402
+import enhance  # noqa: E402
 import enhance_transformer  # noqa: E402
 import mix_noise  # noqa: E402
 import train_alexnet  # noqa: E402
@@ -84,6 +85,7 @@ def test_naive_mix_is_reproducible_and_uses_whole_clip_power(monkeypatch):
     (mix_noise, "mix_noise", []),
     (train_alexnet, "alexnet", ["--width", "0.125", "--dense", "32"]),
     (enhance_transformer, "enhance_transformer", TINY_TRANSFORMER),
+    (enhance, "enhance", ["--epochs", "2"]),
 ])
 def test_smoke_fit_saves_a_loadable_model(script, variant, extra, data_dir, tmp_path):
     args = script.make_parser().parse_args(train_args(variant, data_dir, tmp_path, *extra))
