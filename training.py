@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -175,7 +176,6 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False) -> di
         write_model_artifacts(staging, model, config, metrics, report, cm, history)
         swap_in_dir(staging, args.model_dir)
     except BaseException:
-        import shutil
         shutil.rmtree(staging, ignore_errors=True)
         raise
     results_csv = args.model_dir.parent / "results.csv"
