@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from audio import mix_at_snr
-from features import FeatureConfig, clip_features
+from features import FeatureConfig, log_mel, normalize_frames
 
 
 def spec_augment(x: np.ndarray, rng: np.random.Generator, time_masks: int = 2, max_time: int = 40,
@@ -43,6 +43,14 @@ def time_shift(y: np.ndarray, rng: np.random.Generator, max_fraction: float = 0.
     return np.roll(y, int(rng.integers(-limit, limit + 1))) if limit else y
 
 
+def random_crop(y: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random excerpt of ``length`` samples (the whole clip if it is not longer)."""
+    if len(y) <= length:
+        return y
+    start = int(rng.integers(0, len(y) - length + 1))
+    return y[start:start + length]
+
+
 def mixup(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, alpha: float = 0.2):
     """Blend each example with a random partner: x' = l x + (1-l) x_j, same for one-hot y."""
     lam = rng.beta(alpha, alpha, size=(len(x), 1)).astype(np.float32)
@@ -56,7 +64,9 @@ class WaveAugment:
 
     ``snr_db`` is the calibrated range: SNR is measured on the call's active
     part, so 5 dB means the wind is 5 dB below the call itself, not below a
-    clip that is mostly silence.
+    clip that is mostly silence. With ``crop_frames`` each variant is a random
+    excerpt of that many frames (after the shift, before the wind), a cheap way
+    to show a network many placements of a call.
     """
     noise_bank: list
     cfg: FeatureConfig
@@ -64,11 +74,19 @@ class WaveAugment:
     snr_db: tuple = (5.0, 25.0)
     gain_db: tuple = (-6.0, 6.0)
     max_shift: float = 0.2
+    crop_frames: int | None = None
+
+    @property
+    def n_frames(self) -> int:
+        """Frames of each example that :meth:`features` returns."""
+        return self.crop_frames or self.cfg.n_frames
 
     def wave(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One random waveform variant of ``y``."""
         if self.max_shift:
             y = time_shift(y, rng, self.max_shift)
+        if self.crop_frames:
+            y = random_crop(y, (self.crop_frames - 1) * self.cfg.hop_length, rng)
         if self.noise_bank and rng.random() < self.p_noise:
             noise = self.noise_bank[int(rng.integers(len(self.noise_bank)))]
             y = mix_at_snr(y, noise, float(rng.uniform(*self.snr_db)), rng)
@@ -76,5 +94,6 @@ class WaveAugment:
         return y * np.float32(10 ** (rng.uniform(*self.gain_db) / 20))
 
     def features(self, clips: list, rng: np.random.Generator) -> np.ndarray:
-        """Features (B, frames, mels) of one random variant of each clip."""
-        return np.stack([clip_features(self.wave(y, rng), self.cfg) for y in clips])
+        """Features (B, n_frames, mels) of one random variant of each clip."""
+        return np.stack([normalize_frames(log_mel(self.wave(y[:self.cfg.window_samples], rng), self.cfg),
+                                          self.n_frames) for y in clips])

@@ -76,19 +76,32 @@ def one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype=np.float32)[y]
 
 
-def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int, after=None):
-    """A Keras ``PyDataset`` of freshly augmented batches, reshuffled every epoch.
+def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int, after=None,
+                 balance: float = 0.0):
+    """A Keras ``PyDataset`` of freshly augmented batches, redrawn every epoch.
 
     ``x_fn(indices, rng)`` returns the features of those training examples;
     ``after(x, y, rng)`` may transform a whole batch (SpecAugment, mixup).
+    ``balance`` = 0 shuffles the training set once per epoch; above 0 an epoch
+    draws as many examples with replacement, each with probability
+    proportional to its class count ** -balance (1: every class equally
+    often, 0.5: rare classes up-weighted by the square root of their rarity).
     """
     import keras
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    weights = counts[y] ** -balance
+    weights /= weights.sum()
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
             self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(len(y))
+            self.order = self.draw()
+
+        def draw(self):
+            if balance:
+                return self.rng.choice(len(y), len(y), p=weights)
+            return self.rng.permutation(len(y))
 
         def __len__(self):
             return int(np.ceil(len(y) / batch_size))
@@ -99,7 +112,7 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
             return after(xb, yb, self.rng) if after else (xb, yb)
 
         def on_epoch_end(self):
-            self.order = self.rng.permutation(len(y))
+            self.order = self.draw()
 
     return Batches()
 
@@ -115,8 +128,11 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
     """
     import keras
     n = len(data.classes)
-    steps = int(np.ceil(len(data.train.y) / args.batch_size)) * args.epochs
-    lr = keras.optimizers.schedules.CosineDecay(args.lr, steps) if lr_schedule == "cosine" else args.lr
+    epoch_steps = int(np.ceil(len(data.train.y) / args.batch_size))
+    # cosine: two epochs of linear warm-up (BatchNorm statistics settle), then a cosine decay to zero
+    lr = (keras.optimizers.schedules.CosineDecay(0.0, epoch_steps * max(1, args.epochs - 2), warmup_target=args.lr,
+                                                 warmup_steps=epoch_steps * min(2, args.epochs))
+          if lr_schedule == "cosine" else args.lr)
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                   metrics=["accuracy"])

@@ -21,6 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import common  # noqa: E402
+from backends import MODEL_FILE  # noqa: E402
 
 VARIANTS = {"baseline": "baseline.py", "mix_noise": "mix_noise.py", "alexnet": "train_alexnet.py",
             "transformer": "enhance_transformer.py", "enhance": "enhance.py"}
@@ -60,9 +61,12 @@ def svm_reference(data_dir: Path, seed: int) -> dict:
     return {**metrics, "train_seconds": train_seconds, "size_mb": None, "ms_per_clip": per_clip_ms}
 
 
-def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list) -> dict:
-    """Train one variant as a user would, then measure its size and per-clip inference time."""
-    model_dir = work / "model" / f"{variant}-seed{seed}"
+def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list, tag: str = "") -> dict:
+    """Train one variant as a user would, then measure its size and per-clip inference time.
+
+    The model goes to ``work``/model/<variant><tag>-seed<seed>.
+    """
+    model_dir = work / "model" / f"{variant}{tag}-seed{seed}"
     cmd = [sys.executable, str(ROOT / VARIANTS[variant]), "--data-dir", str(data_dir), "--model-dir",
            str(model_dir), "--seed", str(seed), "--charts-dir", str(work / "charts"), "--quiet", *extra]
     print("$", " ".join(cmd), flush=True)
@@ -76,40 +80,62 @@ def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list
         start = time.perf_counter()
         clf.predict_features(x)
         times.append(time.perf_counter() - start)
-    return {**{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n_test", "train_seconds")},
-            "size_mb": (model_dir / common.MODEL_FILE).stat().st_size / 1e6,
+    return {**{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n_test", "train_seconds",
+                                       "val_macro_f1", "epochs_run")},
+            "size_mb": (model_dir / MODEL_FILE).stat().st_size / 1e6,
             "ms_per_clip": 1000 * float(np.median(times))}
 
 
-def summarise(runs: dict) -> str:
-    """Markdown table of mean ± std over seeds for each row of ``runs``."""
-    cols = [("accuracy", "test accuracy", "{:.3f}"), ("macro_f1", "macro-F1", "{:.3f}"),
+def summarise(runs: dict, val: bool = False) -> str:
+    """Markdown table of mean ± std over seeds for each row of ``runs`` (``val``: add validation macro-F1)."""
+    cols = [("val_macro_f1", "val macro-F1", "{:.3f}")] * val + [
+            ("accuracy", "test accuracy", "{:.3f}"), ("macro_f1", "macro-F1", "{:.3f}"),
             ("weighted_f1", "weighted F1", "{:.3f}"), ("train_seconds", "train s", "{:.0f}"),
-            ("size_mb", "model MB", "{:.1f}"), ("ms_per_clip", "ms / clip", "{:.1f}")]
+            ("size_mb", "model MB", "{:.1f}"), ("ms_per_clip", "ms / clip", "{:.2f}")]
     lines = ["| variant | seeds | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for name, results in runs.items():
         cells = []
         for key, _, fmt in cols:
-            values = [r[key] for r in results if r[key] is not None]
+            values = [r[key] for r in results if r.get(key) is not None]
             cells.append("n/a" if not values else fmt.format(np.mean(values)) +
                          (f" ± {fmt.format(np.std(values))}" if len(values) > 1 else ""))
         lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def publish(runs: dict, seeds: list, name: str, val: bool = False) -> None:
+    """Print the final table of ``runs`` and write it, with every run, to bench/results/<name>.json."""
+    table = summarise(runs, val)
+    print("\n" + table)
+    out = ROOT / "bench" / "results" / f"{name}.json"
+    common.atomic_write(out, json.dumps({"seeds": seeds, "runs": runs, "table": table}, indent=2))
+    print(f"wrote {out}")
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", type=Path, default=SHARED / "animal-sound-dataset")
     p.add_argument("--noise-source", type=Path, default=SHARED / "noise" / "wind")
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "compare")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
-    p.add_argument("--no-svm", action="store_true", help="skip the classical reference row")
-    args, extra = p.parse_known_args(argv)   # anything else (e.g. --epochs 5) goes to every script
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "compare",
+                   help="where the imported split, the models and their charts go")
+
+
+def prepare_split(args) -> Path:
+    """Import the dataset once into ``args.work`` (split seed 42, 20 % Test); returns its data dir."""
     data_dir = args.work / "Animals_Sounds"
     if not (data_dir / "Training").is_dir():
         common.import_dataset(args.source, data_dir, test_size=0.2, seed=42)
         common.import_noise(args.noise_source, data_dir)
+    return data_dir
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_flags(p)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    p.add_argument("--no-svm", action="store_true", help="skip the classical reference row")
+    args, extra = p.parse_known_args(argv)   # anything else (e.g. --epochs 5) goes to every script
+    data_dir = prepare_split(args)
     runs = {}
     for seed in args.seeds:
         if not args.no_svm:
@@ -117,11 +143,7 @@ def main(argv=None):
         for variant in args.variants:
             runs.setdefault(variant, []).append(run_variant(variant, data_dir, args.work, seed, extra))
         print(summarise(runs), flush=True)
-    table = summarise(runs)
-    print("\n" + table)
-    out = ROOT / "bench" / "results" / "compare.json"
-    common.atomic_write(out, json.dumps({"seeds": args.seeds, "runs": runs, "table": table}, indent=2))
-    print(f"wrote {out}")
+    publish(runs, args.seeds, "compare")
 
 
 if __name__ == "__main__":

@@ -37,3 +37,15 @@ def test_wave_augment_gives_model_features_and_varies():
     assert a.shape == (2, cfg.n_frames, cfg.n_mels) and np.isfinite(a).all()
     assert not np.allclose(a, b)                                  # fresh draws per call
     assert np.allclose(a, aug.features(clips, np.random.default_rng(3)))   # seeded
+
+
+def test_wave_augment_crops_random_excerpts():
+    cfg = FeatureConfig()
+    aug = WaveAugment([], cfg, p_noise=0.0, gain_db=(0.0, 0.0), max_shift=0.0, crop_frames=64)
+    long_clip, short_clip = tone("chirp", 6.0), tone("moo", 0.5)
+    a = aug.features([long_clip, short_clip], np.random.default_rng(5))
+    b = aug.features([long_clip, short_clip], np.random.default_rng(6))
+    assert a.shape == (2, 64, cfg.n_mels) and aug.n_frames == 64
+    assert not np.allclose(a[0], b[0])                      # a 6 s clip gives different 2 s excerpts
+    np.testing.assert_allclose(a[1], b[1])                  # a 0.5 s clip is whole (then padded) each time
+    assert np.all(a[1, 17:] == 0) and np.any(a[1, :16] != 0)

@@ -135,6 +135,25 @@ def test_class_weights_balance_the_loss():
     assert np.allclose(contributions, contributions[0])
 
 
+@pytest.mark.parametrize("balance, rare_share", [(0.0, 0.1), (0.5, 0.25), (1.0, 0.5)])
+def test_balanced_batches_draw_rare_classes_more_often(balance, rare_share):
+    pytest.importorskip("keras")
+    from training import make_batches
+    y = np.array([0] * 90 + [1] * 10)
+    batches = make_batches(lambda idx, rng: idx[:, None].astype(np.float32), y, 2, 10, seed=0, balance=balance)
+    drawn = []
+    for _ in range(40):                                    # 40 epochs of 10 batches
+        drawn += [int(i) for b in range(len(batches)) for i in batches[b][0][:, 0]]
+        batches.on_epoch_end()
+    assert len(batches) == 10 and all(len(batches[b][0]) == 10 for b in range(10))
+    share = np.mean(y[drawn] == 1)
+    # the expected share of the rare class: 10 n^-b / (10 n^-b + 90 * 90^-b)
+    assert share == pytest.approx(10 * 10 ** -balance / (10 * 10 ** -balance + 90 * 90 ** -balance), abs=0.03)
+    assert share == pytest.approx(rare_share, abs=0.03)
+    if balance == 0:                                       # a plain shuffle: every clip once per epoch
+        assert sorted(drawn[:100]) == list(range(100))
+
+
 def test_load_splits_carves_validation_from_training(data_dir, cache_dir):
     data = load_splits(data_dir, CFG, seed=42, val_size=0.2, cache_dir=cache_dir)
     assert data.classes == ["bird", "cow", "dog"] and data.skipped == 0

@@ -192,6 +192,26 @@ def test_a_backend_failing_parity_is_not_written(attention_model_dir, data_dir, 
     assert backends.resolve_backend(attention_model_dir) == "tflite"
 
 
+def test_enhance_masked_network_exports_with_parity(trained_model_dir, data_dir, tmp_path):
+    """enhance.py's padding masks (custom layers, max pools of a mask) convert to ONNX and TFLite."""
+    import keras
+
+    import enhance
+    keras.utils.set_random_seed(1)
+    config = json.loads((trained_model_dir / "config.json").read_text())
+    model = enhance.build_model(500, 128, len(config["classes"]))
+    head = model.get_layer("probabilities")
+    head.set_weights([w * 30 for w in head.get_weights()])      # decisive answers, so top-1 is well defined
+    model_dir = tmp_path / "enhance"
+    model_dir.mkdir()
+    shutil.copy(trained_model_dir / "config.json", model_dir)
+    model.save(model_dir / "animal_sound_model.keras")
+    printed = run_export(model_dir, data_dir, tmp_path / "cache")
+    assert "FAILED" not in printed
+    parity = json.loads((model_dir / "export.json").read_text())["parity"]
+    assert parity["passed"] and parity["onnx"]["max_abs_diff"] <= 1e-4
+
+
 def test_numpy_log_mel_matches_librosa():
     """features.log_mel is numpy so that prediction starts without librosa; it must stay librosa's front end."""
     import librosa

@@ -61,6 +61,34 @@ def test_transformer_construction_and_safe_reload(tmp_path):
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-5)
 
 
+def test_enhance_ignores_padding_and_reloads_safely(tmp_path):
+    model = enhance.build_model(None, 128, 10)
+    saved = enhance.build_model(*SHAPE, 10)
+    saved.set_weights(model.get_weights())
+    check_probabilities(saved, 10)
+    assert saved.input_shape[1:] == SHAPE
+    call = np.zeros((1, *SHAPE), np.float32)
+    call[0, :77] = np.random.default_rng(4).standard_normal((77, 128))
+    # the same sound with 423 frames of padding or with none: padding must not move the answer
+    np.testing.assert_allclose(np.asarray(saved(call)), np.asarray(model(call[:, :77])), atol=1e-5)
+    moved = np.zeros_like(call)
+    moved[0, :77] = call[0, :77] * 0.5 + 1.0          # a different sound does move it
+    assert np.abs(np.asarray(saved(moved)) - np.asarray(saved(call))).max() > 1e-4
+    saved.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(np.asarray(again(call)), np.asarray(saved(call)), atol=1e-5)
+
+
+def test_masked_mean_max_pooling_by_hand():
+    from masking import FrameMask, MaskedMeanMaxPooling
+    x = np.array([[[1.0, -2.0], [3.0, -4.0], [100.0, 100.0]],
+                  [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]]], np.float32)
+    mask = np.array([[[1.0], [1.0], [0.0]], [[0.0], [0.0], [0.0]]], np.float32)
+    np.testing.assert_allclose(np.asarray(MaskedMeanMaxPooling()([x, mask])),
+                               [[2.0, -3.0, 3.0, -2.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(np.asarray(FrameMask()(x))[1, :, 0], [1.0, 0.0, 0.0])
+
+
 def test_naive_mix_is_reproducible_and_uses_whole_clip_power(monkeypatch):
     cfg = common.FeatureConfig()
     clips = [tone("chirp", 1.0), tone("moo", 0.8)]

@@ -1,0 +1,51 @@
+"""What each ingredient of enhance.py buys: train it with one ingredient changed at a time.
+
+    python bench/ablate_enhance.py                 # seed 42, every row below
+    python bench/ablate_enhance.py --seeds 42 43 --rows full no-crop no-wind
+
+Uses bench/compare.py's split (imported once into bench/results/compare) and
+runs enhance.py as a user would. Each row is the full recipe with one change;
+validation macro-F1 is shown beside the Test figures because it is what a
+change should be judged on (Test is only reported). Output: a markdown table
+to stdout and bench/results/ablation.json.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from compare import add_data_flags, prepare_split, publish, run_variant, summarise  # noqa: E402
+
+ROWS = {   # short name: (what changes, enhance.py flags)
+    "full": ("the full recipe", []),
+    "no-wind": ("no wind mixing", ["--p-noise", "0"]),
+    "no-specaugment": ("no SpecAugment", ["--no-specaugment"]),
+    "no-balance": ("plain shuffling instead of balanced sampling", ["--balance", "0"]),
+    "class-weights": ("class weights instead of balanced sampling", ["--balance", "0", "--class-weights"]),
+    "no-smoothing": ("no label smoothing", ["--label-smoothing", "0"]),
+    "mixup": ("+ mixup (alpha 0.2)", ["--mixup", "0.2"]),
+    "plateau": ("ReduceLROnPlateau from 1e-3 instead of warm-up + cosine", ["--lr-schedule", "plateau", "--lr", "1e-3"]),
+    "no-crop": ("whole 500-frame windows instead of 4 s excerpts", ["--crop-frames", "0"]),
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_flags(p)
+    p.add_argument("--seeds", nargs="+", type=int, default=[42])
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="which rows to run")
+    args = p.parse_args(argv)
+    data_dir = prepare_split(args)
+    runs = {}
+    for seed in args.seeds:
+        for row in args.rows:
+            name, flags = ROWS[row]
+            runs.setdefault(name, []).append(run_variant("enhance", data_dir, args.work, seed, flags, tag=f"-{row}"))
+            print(summarise(runs, val=True), flush=True)
+    publish(runs, args.seeds, "ablation", val=True)
+
+
+if __name__ == "__main__":
+    main()

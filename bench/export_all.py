@@ -1,0 +1,67 @@
+"""Export every variant to ONNX and int8 TFLite and print one parity table.
+
+    python bench/export_all.py                       # the seed-42 models of bench/compare.py
+    python bench/export_all.py --model-dirs model/baseline model/enhance
+
+Runs export.py on each model directory as a user would (it checks parity on
+that model's own Test split and writes export.json), then collects the
+results: ONNX max |p - p_keras|, TFLite top-1 agreement with Keras, the
+accuracy of each backend, file sizes, and whether every rule held. Output:
+a markdown table to stdout and bench/results/export.json.
+"""
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import common  # noqa: E402
+from backends import FILES  # noqa: E402
+
+COMPARE_MODELS = ROOT / "bench" / "results" / "compare" / "model"
+VARIANTS = ("baseline", "mix_noise", "alexnet", "transformer", "enhance")
+
+
+def export(model_dir: Path) -> dict:
+    """Run export.py on ``model_dir``; its exit status and the export.json it wrote."""
+    cmd = [sys.executable, str(ROOT / "export.py"), "--model-dir", str(model_dir)]
+    print("$", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=ROOT)
+    record = json.loads((model_dir / "export.json").read_text())
+    return {"model_dir": str(model_dir), "exit_status": done.returncode, "parity": record["parity"],
+            "bytes": {b: (model_dir / f).stat().st_size if (model_dir / f).exists() else None
+                      for b, f in FILES.items()}}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| model | Keras acc | ONNX max abs diff | ONNX acc | TFLite top-1 agreement | TFLite acc "
+             "| MB keras / onnx / tflite | parity |", "|---" * 8 + "|"]
+    for r in results:
+        p, mb = r["parity"], r["bytes"]
+        sizes = " / ".join("-" if mb[b] is None else f"{mb[b] / 1e6:.2f}" for b in FILES)
+        lines.append(f"| {Path(r['model_dir']).name} | {p['keras']['accuracy']:.3f} | {p['onnx']['max_abs_diff']:.1e} "
+                     f"| {p['onnx']['accuracy']:.3f} | {100 * p['tflite']['top1_agreement']:.1f}% "
+                     f"| {p['tflite']['accuracy']:.3f} | {sizes} | {'ok' if p['passed'] else 'FAILED'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dirs", nargs="+", type=Path,
+                   default=[COMPARE_MODELS / f"{v}-seed42" for v in VARIANTS])
+    args = p.parse_args(argv)
+    missing = [str(d) for d in args.model_dirs if not (d / FILES["keras"]).is_file()]
+    if missing:
+        sys.exit(f"error: no trained model in {', '.join(missing)} (run bench/compare.py first)")
+    results = [export(d) for d in args.model_dirs]
+    out = table(results)
+    print("\n" + out)
+    common.atomic_write(ROOT / "bench" / "results" / "export.json",
+                        json.dumps({"results": results, "table": out}, indent=2))
+    sys.exit(0 if all(r["exit_status"] == 0 for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
