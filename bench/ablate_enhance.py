@@ -4,10 +4,11 @@
     python bench/ablate_enhance.py --seeds 42 43 --rows full no-crop no-wind
 
 Uses bench/compare.py's split (imported once into bench/results/compare) and
-runs enhance.py as a user would. Each row is the full recipe with one change;
-validation macro-F1 is shown beside the Test figures because it is what a
-change should be judged on (Test is only reported). Output: a markdown table
-to stdout and bench/results/ablation.json.
+runs enhance.py as a user would; models, results.csv and charts go to
+bench/results/compare/ablation, apart from the comparison's. Each row is the
+full recipe with one change; validation macro-F1 is shown beside the Test
+figures because it is what a change should be judged on (Test is only
+reported). Output: a markdown table to stdout and bench/results/ablation.json.
 """
 import argparse
 import sys
@@ -42,7 +43,8 @@ def main(argv=None):
     for seed in args.seeds:
         for row in args.rows:
             name, flags = ROWS[row]
-            runs.setdefault(name, []).append(run_variant("enhance", data_dir, args.work, seed, flags, tag=f"-{row}"))
+            runs.setdefault(name, []).append(
+                run_variant("enhance", data_dir, args.work / "ablation", seed, flags, tag=f"-{row}"))
             print(summarise(runs, val=True), flush=True)
     publish(runs, args.seeds, "ablation", val=True)
 
