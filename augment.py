@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from audio import mix_at_snr
-from features import FeatureConfig, log_mel, normalize_frames
+from features import FeatureConfig, clip_features
 
 
 def spec_augment(x: np.ndarray, rng: np.random.Generator, time_masks: int = 2, max_time: int = 40,
@@ -95,5 +95,6 @@ class WaveAugment:
 
     def features(self, clips: list, rng: np.random.Generator) -> np.ndarray:
         """Features (B, n_frames, mels) of one random variant of each clip."""
-        return np.stack([normalize_frames(log_mel(self.wave(y[:self.cfg.window_samples], rng), self.cfg),
-                                          self.n_frames) for y in clips])
+        # cut to the model's window first, so an excerpt comes from audio the model would see
+        return np.stack([clip_features(self.wave(y[:self.cfg.window_samples], rng), self.cfg, self.n_frames)
+                         for y in clips])

@@ -115,9 +115,13 @@ def normalize_frames(db: np.ndarray, n_frames: int) -> np.ndarray:
     return out
 
 
-def clip_features(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Model input for one window of audio: (n_frames, n_mels), z-normalised, padded."""
-    return normalize_frames(log_mel(y[:cfg.window_samples], cfg), cfg.n_frames)
+def clip_features(y: np.ndarray, cfg: FeatureConfig, n_frames: int | None = None) -> np.ndarray:
+    """Model input for one window of audio: (n_frames, n_mels), z-normalised, padded.
+
+    ``n_frames`` defaults to the model's window (``cfg.n_frames``); training on
+    shorter excerpts passes their length.
+    """
+    return normalize_frames(log_mel(y[:cfg.window_samples], cfg), n_frames or cfg.n_frames)
 
 
 def iter_windows(path, cfg: FeatureConfig, window_seconds: float | None = None,
