@@ -1,4 +1,4 @@
-"""Training-time augmentation: calibrated wind mixing, gain, time shift, SpecAugment, mixup.
+"""Training-time augmentation: calibrated wind mixing, spectral tilt, time shift, SpecAugment, mixup.
 
 All functions take an explicit ``numpy.random.Generator`` so a run's seed
 fixes every draw. None of this is part of a saved model: inference graphs
@@ -43,6 +43,18 @@ def time_shift(y: np.ndarray, rng: np.random.Generator, max_fraction: float = 0.
     return np.roll(y, int(rng.integers(-limit, limit + 1))) if limit else y
 
 
+def spectral_tilt(y: np.ndarray, rng: np.random.Generator, max_coef: float = 0.5) -> np.ndarray:
+    """A random first-order tilt ``y[n] - a y[n-1]``, ``a`` uniform in [-max_coef, max_coef].
+
+    The frequency-dependent gain a microphone or a recording chain adds: with
+    a = 0.5 the lows drop 6 dB and the top rises 3.5 dB; a < 0 tilts the other
+    way. (A plain gain would change nothing: features are referenced to each
+    clip's loudest bin and z-normalised.)
+    """
+    a = np.float32(rng.uniform(-max_coef, max_coef))
+    return y - a * np.concatenate([np.zeros(1, y.dtype), y[:-1]])
+
+
 def random_crop(y: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     """A random excerpt of ``length`` samples (the whole clip if it is not longer)."""
     if len(y) <= length:
@@ -60,19 +72,20 @@ def mixup(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, alpha: float =
 
 @dataclasses.dataclass
 class WaveAugment:
-    """Per-clip waveform augmentation, then features. Each step fires with its own probability.
+    """Per-clip waveform augmentation, then features.
 
     ``snr_db`` is the calibrated range: SNR is measured on the call's active
     part, so 5 dB means the wind is 5 dB below the call itself, not below a
     clip that is mostly silence. With ``crop_frames`` each variant is a random
     excerpt of that many frames (after the shift, before the wind), a cheap way
-    to show a network many placements of a call.
+    to show a network many placements of a call. ``tilt`` is the largest
+    :func:`spectral_tilt` coefficient (0: none).
     """
     noise_bank: list
     cfg: FeatureConfig
     p_noise: float = 0.5
     snr_db: tuple = (5.0, 25.0)
-    gain_db: tuple = (-6.0, 6.0)
+    tilt: float = 0.0
     max_shift: float = 0.2
     crop_frames: int | None = None
 
@@ -90,8 +103,7 @@ class WaveAugment:
         if self.noise_bank and rng.random() < self.p_noise:
             noise = self.noise_bank[int(rng.integers(len(self.noise_bank)))]
             y = mix_at_snr(y, noise, float(rng.uniform(*self.snr_db)), rng)
-        # gain before a per-clip z-normalisation only matters through the dB floor (top_db)
-        return y * np.float32(10 ** (rng.uniform(*self.gain_db) / 20))
+        return spectral_tilt(y, rng, self.tilt) if self.tilt else y
 
     def features(self, clips: list, rng: np.random.Generator) -> np.ndarray:
         """Features (B, n_frames, mels) of one random variant of each clip."""

@@ -6,7 +6,7 @@ script only ever writes ``import common``:
 - ``audio``     robust loading of any readable file, SNR-calibrated mixing, wind
 - ``features``  the log-Mel front end, analysis windows, the on-disk cache
 - ``dataset``   importing the published archive, duplicate-aware splits, class weights
-- ``augment``   SpecAugment, gain, time shift, mixup, on-the-fly wind mixing
+- ``augment``   SpecAugment, spectral tilt, time shift, mixup, on-the-fly wind mixing
 - ``training``  flags, seeds, callbacks, the fit/evaluate/publish harness
 - ``reports``   metrics, artifacts written atomically, results table, charts
 - ``inference`` loading a model directory safely and classifying recordings

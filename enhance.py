@@ -7,10 +7,12 @@ over the clip's real frames only (the Flatten->Dense head memorises 700
 clips, and a plain global average is mostly padding for a 2.5 s call in a
 16 s window). It trains on freshly augmented 4 s excerpts: circular time
 shift, wind mixed in at a calibrated SNR (measured on the call itself, clean
-copies kept), gain jitter, SpecAugment, class-balanced sampling and label
+copies kept), a random spectral tilt, class-balanced sampling and label
 smoothing, with a warm-up + cosine learning rate and early stopping on
-validation. Each ingredient has a flag; bench/ablate_enhance.py measures
-what each one buys.
+validation. SpecAugment is available but off: on 4 s excerpts its masks hid
+too much of the call, and validation macro-F1 rose from 0.69 to 0.77 (3
+seeds) without it. Each ingredient has a flag; bench/ablate_enhance.py
+measures what each one buys.
 """
 import argparse
 
@@ -56,14 +58,14 @@ def train(data, args, staging):
     n = len(data.classes)
     augmenter = common.WaveAugment(common.noise_bank(args, cfg) if args.p_noise > 0 else [], cfg,
                                    p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
-                                   max_shift=args.max_shift, crop_frames=args.crop_frames or None)
+                                   tilt=args.tilt, max_shift=args.max_shift, crop_frames=args.crop_frames or None)
 
     def features(idx, rng):
         return augmenter.features([data.train.audio[i] for i in idx], rng)
 
     def batch_transform(x, y, rng):
-        if args.specaugment:
-            x = common.spec_augment(x, rng)
+        if args.time_mask or args.freq_mask:
+            x = common.spec_augment(x, rng, max_time=args.time_mask, max_freq=args.freq_mask)
         if args.mixup > 0:
             x, y = common.mixup(x, y, rng, args.mixup)
         return x, y
@@ -83,10 +85,13 @@ def make_parser():
     p.add_argument("--p-noise", type=float, default=0.5, help="probability of mixing wind into a clip")
     p.add_argument("--snr-min", type=float, default=5.0, help="calibrated SNR range (dB, on the active part)")
     p.add_argument("--snr-max", type=float, default=25.0)
+    p.add_argument("--tilt", type=float, default=0.5,
+                   help="random spectral tilt y[n] - a*y[n-1], |a| up to this (microphone colour; 0: off)")
     p.add_argument("--max-shift", type=float, default=0.5, help="circular time shift, fraction of the clip")
     p.add_argument("--crop-frames", type=int, default=128,
                    help="train on random excerpts of this many frames (0: whole 500-frame windows)")
-    p.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--time-mask", type=int, default=0, help="SpecAugment: two time masks of up to this many frames (0: none)")
+    p.add_argument("--freq-mask", type=int, default=0, help="SpecAugment: two Mel-band masks of up to this many bins (0: none)")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 disables)")
     p.add_argument("--balance", type=float, default=0.5,
                    help="class-balanced sampling: draw clips with probability ~ class count ** -BALANCE (0: off)")

@@ -11,8 +11,9 @@
 2. SimCLR (no labels): two augmented views of every training clip, a
    projection head, NT-Xent loss at ``--temperature``. A view is a random crop
    (60-100 % of the clip), then augment.WaveAugment (time shift, calibrated
-   wind at 5-25 dB on the active part with p=0.5, gain), then features, then
-   SpecAugment. Waveform views cost a librosa pass each, so ``--views`` of them
+   wind at 5-25 dB on the active part with p=0.5, a random spectral tilt:
+   the gain that matters after per-clip normalisation), then features, then
+   SpecAugment. Waveform views cost a feature pass each, so ``--views`` of them
    per clip are computed once (plus the clean clip); every step pairs two
    different ones and draws fresh SpecAugment masks.
 3. ProtoNet fine-tuning (projection head dropped): each episode draws
@@ -114,7 +115,7 @@ def crop(y: np.ndarray, rng: np.random.Generator, min_fraction: float = 0.6) -> 
 def view_bank(data, args, rng) -> list:
     """views[v][i]: unpadded features of clip i; view 0 is the clean clip, 1.. are augmented waveforms."""
     cfg = common.FeatureConfig()
-    aug = common.WaveAugment(common.noise_bank(args, cfg), cfg)
+    aug = common.WaveAugment(common.noise_bank(args, cfg), cfg, tilt=0.5)
     bank = [[trim(x) for x in data.train.x]]
     for _ in range(args.views):
         bank.append([trim(common.clip_features(aug.wave(crop(y, rng), rng), cfg)) for y in data.train.audio])

@@ -155,9 +155,18 @@ def batched(predict, x: np.ndarray) -> np.ndarray:
 
 
 def agreement(probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict:
-    """How closely ``probs`` follow the Keras ``reference`` on labelled clips ``y``."""
+    """How closely ``probs`` follow the Keras ``reference`` on labelled clips ``y``.
+
+    ``widest_flipped_margin`` is the largest reference top-1 minus top-2
+    probability among the clips whose top-1 changed: a small value means only
+    near-ties flipped, which any perturbation of that size would flip.
+    """
+    flipped = probs.argmax(1) != reference.argmax(1)
+    top2 = np.sort(reference, axis=1)[:, -2:]
     return {"max_abs_diff": float(np.abs(probs - reference).max()),
-            "top1_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
+            "top1_agreement": float(np.mean(~flipped)),
+            "disagreements": int(flipped.sum()),
+            "widest_flipped_margin": float((top2[:, 1] - top2[:, 0])[flipped].max(initial=0.0)),
             "accuracy": float(np.mean(probs.argmax(1) == y))}
 
 
@@ -255,6 +264,10 @@ def main(argv=None):
           + (" (parity not checked)" if parity is None else ""))
     if parity and not parity["passed"]:
         failed = [FILES[b] for b in ("onnx", "tflite") if not parity[b]["passed"]]
+        flips = parity["tflite"]
+        if flips["disagreements"]:
+            print(f"TFLite changed the top-1 class of {flips['disagreements']} of {parity['n_test']} clips; "
+                  f"Keras' top-2 margin on them was at most {flips['widest_flipped_margin']:.4f}")
         sys.exit(f"parity FAILED: {', '.join(failed)} not written (details in export.json)")
 
 

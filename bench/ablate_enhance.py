@@ -2,16 +2,19 @@
 
     python bench/ablate_enhance.py                 # seed 42, every row below
     python bench/ablate_enhance.py --seeds 42 43 --rows full no-crop no-wind
+    python bench/ablate_enhance.py --jobs 2        # two trainings side by side, one thread each
 
 Uses bench/compare.py's split (imported once into bench/results/compare) and
 runs enhance.py as a user would; models, results.csv and charts go to
 bench/results/compare/ablation, apart from the comparison's. Each row is the
 full recipe with one change; validation macro-F1 is shown beside the Test
 figures because it is what a change should be judged on (Test is only
-reported). Output: a markdown table to stdout and bench/results/ablation.json.
+reported). Output: a markdown table to stdout and bench/results/<--name>.json.
 """
 import argparse
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +25,10 @@ from compare import add_data_flags, prepare_split, publish, run_variant, summari
 ROWS = {   # short name: (what changes, enhance.py flags)
     "full": ("the full recipe", []),
     "no-wind": ("no wind mixing", ["--p-noise", "0"]),
-    "no-specaugment": ("no SpecAugment", ["--no-specaugment"]),
+    "no-tilt": ("no spectral tilt", ["--tilt", "0"]),
+    "specaugment": ("+ SpecAugment (2 time masks of up to 40 frames, 2 Mel masks of up to 16 bins)",
+                    ["--time-mask", "40", "--freq-mask", "16"]),
+    "mild-specaugment": ("+ milder SpecAugment (up to 10 frames, 8 bins)", ["--time-mask", "10", "--freq-mask", "8"]),
     "no-balance": ("plain shuffling instead of balanced sampling", ["--balance", "0"]),
     "class-weights": ("class weights instead of balanced sampling", ["--balance", "0", "--class-weights"]),
     "no-smoothing": ("no label smoothing", ["--label-smoothing", "0"]),
@@ -37,16 +43,24 @@ def main(argv=None):
     add_data_flags(p)
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="which rows to run")
+    p.add_argument("--name", default="ablation", help="results file: bench/results/<name>.json")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings at once, each on (cores / jobs) threads; train times then reflect a shared machine")
     args = p.parse_args(argv)
     data_dir = prepare_split(args)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    todo = [(row, seed) for seed in args.seeds for row in args.rows]
+
+    def run(row_seed):
+        row, seed = row_seed
+        return run_variant("enhance", data_dir, args.work / "ablation", seed, ROWS[row][1], f"-{row}", threads)
+
     runs = {}
-    for seed in args.seeds:
-        for row in args.rows:
-            name, flags = ROWS[row]
-            runs.setdefault(name, []).append(
-                run_variant("enhance", data_dir, args.work / "ablation", seed, flags, tag=f"-{row}"))
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for (row, _), result in zip(todo, pool.map(run, todo)):   # results in table order
+            runs.setdefault(ROWS[row][0], []).append(result)
             print(summarise(runs, val=True), flush=True)
-    publish(runs, args.seeds, "ablation", val=True)
+    publish(runs, args.seeds, args.name, val=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Output: a markdown table of mean ± std to stdout and bench/results/compare.json
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -61,16 +62,22 @@ def svm_reference(data_dir: Path, seed: int) -> dict:
     return {**metrics, "train_seconds": train_seconds, "size_mb": None, "ms_per_clip": per_clip_ms}
 
 
-def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list, tag: str = "") -> dict:
+def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list, tag: str = "",
+                threads: int | None = None) -> dict:
     """Train one variant as a user would, then measure its size and per-clip inference time.
 
-    The model goes to ``work``/model/<variant><tag>-seed<seed>.
+    The model goes to ``work``/model/<variant><tag>-seed<seed>. ``threads`` caps
+    TensorFlow's and BLAS's threads in the training process, for runs side by side.
     """
+    env = dict(os.environ)
+    if threads:
+        env.update({k: str(threads) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                                              "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
     model_dir = work / "model" / f"{variant}{tag}-seed{seed}"
     cmd = [sys.executable, str(ROOT / VARIANTS[variant]), "--data-dir", str(data_dir), "--model-dir",
            str(model_dir), "--seed", str(seed), "--charts-dir", str(work / "charts"), "--quiet", *extra]
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
     metrics = json.loads((model_dir / "metrics.json").read_text())
     clf = common.Classifier(model_dir)
     x = np.zeros((1, clf.cfg.n_frames, clf.cfg.n_mels), np.float32)

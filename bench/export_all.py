@@ -5,9 +5,10 @@
 
 Runs export.py on each model directory as a user would (it checks parity on
 that model's own Test split and writes export.json), then collects the
-results: ONNX max |p - p_keras|, TFLite top-1 agreement with Keras, the
-accuracy of each backend, file sizes, and whether every rule held. Output:
-a markdown table to stdout and bench/results/export.json.
+results: ONNX max |p - p_keras|, TFLite top-1 agreement with Keras (and the
+widest Keras top-2 margin among the clips it flipped), the accuracy of each
+backend, file sizes, and whether every rule held. Output: a markdown table
+to stdout and bench/results/export.json.
 """
 import argparse
 import json
@@ -36,13 +37,14 @@ def export(model_dir: Path) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | Keras acc | ONNX max abs diff | ONNX acc | TFLite top-1 agreement | TFLite acc "
-             "| MB keras / onnx / tflite | parity |", "|---" * 8 + "|"]
+    lines = ["| model | Keras acc | ONNX max abs diff | ONNX acc | TFLite top-1 agreement "
+             "| flipped clips (widest Keras margin) | TFLite acc | MB keras / onnx / tflite | parity |", "|---" * 9 + "|"]
     for r in results:
         p, mb = r["parity"], r["bytes"]
         sizes = " / ".join("-" if mb[b] is None else f"{mb[b] / 1e6:.2f}" for b in FILES)
         lines.append(f"| {Path(r['model_dir']).name} | {p['keras']['accuracy']:.3f} | {p['onnx']['max_abs_diff']:.1e} "
                      f"| {p['onnx']['accuracy']:.3f} | {100 * p['tflite']['top1_agreement']:.1f}% "
+                     f"| {p['tflite']['disagreements']} ({p['tflite']['widest_flipped_margin']:.3f}) "
                      f"| {p['tflite']['accuracy']:.3f} | {sizes} | {'ok' if p['passed'] else 'FAILED'} |")
     return "\n".join(lines)
 

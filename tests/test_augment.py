@@ -1,7 +1,7 @@
 """SpecAugment, mixup and the on-the-fly waveform augmentation."""
 import numpy as np
 
-from augment import WaveAugment, mixup, spec_augment
+from augment import WaveAugment, mixup, spec_augment, spectral_tilt
 from conftest import tone
 from features import FeatureConfig
 
@@ -41,7 +41,7 @@ def test_wave_augment_gives_model_features_and_varies():
 
 def test_wave_augment_crops_random_excerpts():
     cfg = FeatureConfig()
-    aug = WaveAugment([], cfg, p_noise=0.0, gain_db=(0.0, 0.0), max_shift=0.0, crop_frames=64)
+    aug = WaveAugment([], cfg, p_noise=0.0, max_shift=0.0, crop_frames=64)
     long_clip, short_clip = tone("chirp", 6.0), tone("moo", 0.5)
     a = aug.features([long_clip, short_clip], np.random.default_rng(5))
     b = aug.features([long_clip, short_clip], np.random.default_rng(6))
@@ -49,3 +49,14 @@ def test_wave_augment_crops_random_excerpts():
     assert not np.allclose(a[0], b[0])                      # a 6 s clip gives different 2 s excerpts
     np.testing.assert_allclose(a[1], b[1])                  # a 0.5 s clip is whole (then padded) each time
     assert np.all(a[1, 17:] == 0) and np.any(a[1, :16] != 0)
+
+
+def test_spectral_tilt_matches_first_order_response():
+    sr, n = 16000, np.arange(16000)
+    a = np.random.default_rng(7).uniform(-0.5, 0.5)
+    for hz in (100, 3000, 7000):
+        y = np.sin(2 * np.pi * hz * n / sr).astype(np.float32)
+        out = spectral_tilt(y, np.random.default_rng(7), 0.5)
+        w = 2 * np.pi * hz / sr
+        expected = 1 + a * a - 2 * a * np.cos(w)          # |1 - a e^{-jw}|^2
+        np.testing.assert_allclose(np.mean(out[1:] ** 2) / np.mean(y[1:] ** 2), expected, rtol=1e-2)

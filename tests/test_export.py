@@ -192,6 +192,16 @@ def test_a_backend_failing_parity_is_not_written(attention_model_dir, data_dir, 
     assert backends.resolve_backend(attention_model_dir) == "tflite"
 
 
+def test_agreement_counts_flips_and_their_keras_margin():
+    reference = np.array([[0.50, 0.45, 0.05], [0.90, 0.05, 0.05], [0.2, 0.3, 0.5]])
+    probs = np.array([[0.44, 0.51, 0.05], [0.89, 0.06, 0.05], [0.1, 0.2, 0.7]])
+    r = export.agreement(probs, reference, np.array([0, 0, 1]))
+    assert r["disagreements"] == 1 and r["top1_agreement"] == pytest.approx(2 / 3)
+    assert r["widest_flipped_margin"] == pytest.approx(0.05)      # only the 0.50 / 0.45 near-tie flipped
+    assert r["accuracy"] == pytest.approx(1 / 3) and r["max_abs_diff"] == pytest.approx(0.2)
+    assert export.agreement(reference, reference, np.zeros(3, int))["widest_flipped_margin"] == 0.0
+
+
 def test_enhance_masked_network_exports_with_parity(trained_model_dir, data_dir, tmp_path):
     """enhance.py's padding masks (custom layers, max pools of a mask) convert to ONNX and TFLite."""
     import keras
