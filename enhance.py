@@ -10,9 +10,8 @@ shift, wind mixed in at a calibrated SNR (measured on the call itself, clean
 copies kept), a random spectral tilt, class-balanced sampling and label
 smoothing, with a warm-up + cosine learning rate and early stopping on
 validation. SpecAugment is available but off: on 4 s excerpts its masks hid
-too much of the call, and validation macro-F1 rose from 0.69 to 0.77 (3
-seeds) without it. Each ingredient has a flag; bench/ablate_enhance.py
-measures what each one buys.
+too much of each call and the network underfitted. Each ingredient has a
+flag; bench/ablate_enhance.py measures what each one buys.
 """
 import argparse
 
