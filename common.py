@@ -19,7 +19,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from audio import (AUDIO_EXTENSIONS, AudioError, active_power, fit_noise, is_audio_file, load_audio,  # noqa: E402,F401
                    load_noise_bank, mix_at_snr, stream_audio, synthetic_wind, warn)
-from augment import WaveAugment, mixup, spec_augment, time_shift  # noqa: E402,F401
+from augment import WaveAugment, mixup, random_crop, spec_augment, time_shift  # noqa: E402,F401
 from dataset import (CLASS_NAMES, DATASET_URL, DataSplits, DatasetError, canonical_class,  # noqa: E402,F401
                      class_weights, download_archive, group_split, import_dataset, import_noise, load_splits)
 from features import FeatureCache, FeatureConfig, clip_features, file_hash, iter_windows, log_mel  # noqa: E402,F401

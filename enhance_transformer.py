@@ -107,9 +107,7 @@ def trim(x: np.ndarray) -> np.ndarray:
 
 def crop(y: np.ndarray, rng: np.random.Generator, min_fraction: float = 0.6) -> np.ndarray:
     """A random excerpt of 60-100 % of the clip."""
-    n = int(len(y) * rng.uniform(min_fraction, 1.0))
-    start = int(rng.integers(0, len(y) - n + 1))
-    return y[start:start + n]
+    return common.random_crop(y, int(len(y) * rng.uniform(min_fraction, 1.0)), rng)
 
 
 def view_bank(data, args, rng) -> list:
