@@ -5,7 +5,9 @@
 Writes next to the model's animal_sound_model.keras:
 
     model.onnx          float32, any batch size (tf2onnx, through Keras' model.export)
-    model_int8.tflite   dynamic-range int8 weights, batch size 1 (runs in ai_edge_litert)
+    model_int8.tflite   int8 weights, batch size 1 (runs in ai_edge_litert); with
+                        --quantization weights (default) the arithmetic stays float32,
+                        with dynamic-range the activations are rounded to int8 too
     export.json         what was exported, with which versions, and the parity results
 
 Both map (batch, frames, mels) float32 log-Mel features to class probabilities.
@@ -36,6 +38,10 @@ ONNX_MAX_DIFF = 1e-4         # max |p_onnx - p_keras| over every Test clip and c
 TFLITE_MIN_AGREEMENT = 0.99  # share of Test clips whose top-1 class matches Keras'
 TFLITE_MAX_ACC_GAP = 0.01    # |accuracy_tflite - accuracy_keras|
 PARITY_BATCH = 32            # bounds the activation memory of the 2D-CNN variants
+INT8_MIN_ELEMENTS = 1024     # smaller weight tensors stay float32, as in the converter's own quantisation
+QUANTIZATIONS = {"weights": "int8 weights per output channel, dequantised at load; float32 arithmetic and I/O",
+                 "dynamic-range": "int8 weights; hybrid kernels round activations to int8 on the fly "
+                                  "(tf.lite.Optimize.DEFAULT); float32 I/O"}
 
 
 class ExportError(RuntimeError):
@@ -49,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", type=Path,
                    help="dataset root whose Test/ split checks parity (default: the model's config.json data_dir)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="feature cache (default: %(default)s)")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="weights",
+                   help="TFLite scheme: int8 weights only (default; closest to Keras), or the converter's "
+                        "dynamic-range quantisation (int8 activations too: faster on some CPUs, drifts more)")
     p.add_argument("--skip-parity", action="store_true",
                    help="write the files without checking them (when no Test data is at hand)")
     return p.parse_args(argv)
@@ -111,13 +120,16 @@ def export_onnx(model, shape: tuple, path: Path) -> None:
                           f"convert them; keep augmentation out of the saved model)")
 
 
-def export_tflite(model, shape: tuple, path: Path) -> None:
-    """Write ``model`` as TFLite with dynamic-range int8 weights, built-in ops only, batch size 1.
+def export_tflite(model, shape: tuple, path: Path, quantization: str) -> None:
+    """Write ``model`` as TFLite with int8 weights, built-in ops only, batch size 1.
 
-    Keras 3 models convert through a SavedModel (from_concrete_functions loses
-    their variables). A fixed batch lets LSTM and attention layers lower to
-    built-in ops; SELECT_TF_OPS is left off because the plain LiteRT
-    interpreter cannot run them.
+    ``quantization`` is "weights" (``int8_weights``: int8 storage, float
+    arithmetic) or "dynamic-range" (tf.lite.Optimize.DEFAULT: the hybrid
+    kernels also round each activation tensor to int8 on the fly). Keras 3
+    models convert through a SavedModel (from_concrete_functions loses their
+    variables). A fixed batch lets LSTM and attention layers lower to built-in
+    ops; SELECT_TF_OPS is left off because the plain LiteRT interpreter cannot
+    run them.
     """
     import keras
     import tensorflow as tf
@@ -127,13 +139,67 @@ def export_tflite(model, shape: tuple, path: Path) -> None:
         archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[input_spec(shape, 1)])
         archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "dynamic-range":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         try:
             flatbuffer = converter.convert()
         except Exception as e:
             raise ExportError(f"TFLite conversion failed ({type(e).__name__}: {str(e).strip()[-300:]})") from None
-    path.write_bytes(flatbuffer)
+    path.write_bytes(int8_weights(flatbuffer) if quantization == "weights" else flatbuffer)
+
+
+def int8_weights(flatbuffer: bytes, min_elements: int = INT8_MIN_ELEMENTS) -> bytes:
+    """A float TFLite model with the weights of its linear layers stored as int8.
+
+    Each constant float32 weight tensor of a FULLY_CONNECTED, CONV_2D or
+    DEPTHWISE_CONV_2D op with at least ``min_elements`` values (the
+    converter's own threshold) becomes symmetric int8 with one scale per
+    output channel, max|w| / 127, followed by a DEQUANTIZE op. LiteRT runs a
+    DEQUANTIZE of a constant once, when the model loads, so the arithmetic
+    stays float32: the file is as small as the converter's dynamic-range
+    model, but activations are never rounded, which is what moved near-tied
+    clips across the top-1 boundary there. The converter has no switch for
+    this (tensorflow/tensorflow#38781), hence the rewrite of its output.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+    ops = schema.BuiltinOperator
+    weight_axis = {ops.FULLY_CONNECTED: 0, ops.CONV_2D: 0, ops.DEPTHWISE_CONV_2D: 3}   # the output-channel axis
+    model = flatbuffer_utils.read_model_from_bytearray(flatbuffer)
+    dequantize = schema.OperatorCodeT()
+    dequantize.builtinCode = dequantize.deprecatedBuiltinCode = ops.DEQUANTIZE
+    dequantize.version = 5   # int8 with per-channel scales
+    model.operatorCodes.append(dequantize)
+    for graph in model.subgraphs:
+        dequantize_ops = []
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            axis = weight_axis.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+            if axis is None or len(op.inputs) < 2:
+                continue
+            weight = graph.tensors[op.inputs[1]]
+            data = model.buffers[weight.buffer].data
+            if weight.type != schema.TensorType.FLOAT32 or data is None or len(data) < 4 * min_elements:
+                continue   # activations, small tensors, and weights an earlier op already converted
+            w = np.frombuffer(bytes(data), np.float32).reshape(weight.shape)
+            scale = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis), keepdims=True) / 127
+            scale[scale == 0] = 1.0
+            stored = schema.BufferT()
+            stored.data = np.frombuffer(np.round(w / scale).astype(np.int8).tobytes(), np.uint8)
+            model.buffers.append(stored)
+            model.buffers[weight.buffer].data = None   # the float tensor is now DEQUANTIZE's output
+            params = schema.QuantizationParametersT()
+            params.scale, params.zeroPoint, params.quantizedDimension = scale.ravel().tolist(), [0] * scale.size, axis
+            int8 = schema.TensorT()
+            int8.name, int8.shape, int8.type = (weight.name or b"") + b"_int8", list(weight.shape), schema.TensorType.INT8
+            int8.buffer, int8.quantization = len(model.buffers) - 1, params
+            graph.tensors.append(int8)
+            op_t = schema.OperatorT()
+            op_t.opcodeIndex, op_t.inputs, op_t.outputs = len(model.operatorCodes) - 1, [len(graph.tensors) - 1], [op.inputs[1]]
+            dequantize_ops.append(op_t)
+        graph.operators = dequantize_ops + graph.operators   # operators run in list order
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def load_test_split(config: dict, data_dir: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -222,15 +288,15 @@ def install(staging: Path, model_dir: Path, parity: dict | None) -> list[str]:
     return written
 
 
-def export_record(model_dir: Path, shape: tuple, sizes: dict, seconds: float, parity: dict | None,
-                  written: list[str]) -> dict:
+def export_record(model_dir: Path, shape: tuple, sizes: dict, seconds: float, quantization: str,
+                  parity: dict | None, written: list[str]) -> dict:
     """The content of export.json: files, input, quantisation, parity results, versions."""
     return {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "export_seconds": round(seconds, 1),
             "keras_model": {"file": FILES["keras"], "sha1": common.file_hash(model_dir / FILES["keras"])},
             "input": {"name": "log_mel", "shape": [None, *shape], "dtype": "float32"},
             "onnx": {"file": ONNX_FILE, "written": ONNX_FILE in written, "bytes": sizes["onnx"], "batch": "dynamic"},
             "tflite": {"file": TFLITE_FILE, "written": TFLITE_FILE in written, "bytes": sizes["tflite"], "batch": 1,
-                       "quantization": "dynamic-range int8 weights (tf.lite.Optimize.DEFAULT), float32 I/O"},
+                       "quantization": quantization, "scheme": QUANTIZATIONS[quantization]},
             "parity": parity, "versions": versions()}
 
 
@@ -244,7 +310,7 @@ def main(argv=None):
             staging, start = Path(tmp), time.time()
             model = inference_model(clf.predictor.model)
             export_onnx(model, shape, staging / ONNX_FILE)
-            export_tflite(model, shape, staging / TFLITE_FILE)
+            export_tflite(model, shape, staging / TFLITE_FILE, args.quantization)
             seconds = time.time() - start
             print(f"exported {args.model_dir} in {seconds:.1f} s")
             sizes = {b: (args.model_dir / f if b == "keras" else staging / f).stat().st_size
@@ -258,8 +324,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     except ExportError as e:
         sys.exit(f"error: {args.model_dir}: {e}")
-    common.atomic_write(args.model_dir / "export.json",
-                        json.dumps(export_record(args.model_dir, shape, sizes, seconds, parity, written), indent=2))
+    record = export_record(args.model_dir, shape, sizes, seconds, args.quantization, parity, written)
+    common.atomic_write(args.model_dir / "export.json", json.dumps(record, indent=2))
     print(f"wrote {', '.join([*written, 'export.json'])} to {args.model_dir}"
           + (" (parity not checked)" if parity is None else ""))
     if parity and not parity["passed"]:

@@ -202,6 +202,45 @@ def test_agreement_counts_flips_and_their_keras_margin():
     assert export.agreement(reference, reference, np.zeros(3, int))["widest_flipped_margin"] == 0.0
 
 
+def test_int8_weights_stores_int8_per_output_channel_and_computes_in_float(tmp_path):
+    """The big kernel becomes int8 with max|w|/127 per output unit behind a DEQUANTIZE; the small one
+    stays float; the model then computes x @ dequantised(W) + b in float32, where the converter's
+    dynamic-range scheme also rounds the activations (and so drifts further from that)."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),   # 2048 weights
+                              keras.layers.Dense(4)])                                             # 128: too few
+    for scheme in export.QUANTIZATIONS:
+        export.export_tflite(model, (64,), tmp_path / f"{scheme}.tflite", scheme)
+    interpreter = Interpreter(model_path=str(tmp_path / "weights.tflite"))
+    interpreter.allocate_tensors()
+    int8 = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
+    assert [list(t["shape"]) for t in int8] == [[32, 64]]                      # only the 64 -> 32 kernel
+    (w, b), (w2, b2) = (layer.get_weights() for layer in model.layers)
+    scale = np.abs(w).max(0) / 127
+    assert np.allclose(int8[0]["quantization_parameters"]["scales"], scale, rtol=1e-6)
+    assert np.array_equal(interpreter.get_tensor(int8[0]["index"]), np.round(w / scale).T.astype(np.int8))
+
+    x = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    fake_quant = np.maximum(x @ (np.round(w / scale) * scale) + b, 0) @ w2 + b2
+    outputs = {}
+    for scheme in export.QUANTIZATIONS:
+        runner = Interpreter(model_path=str(tmp_path / f"{scheme}.tflite"))
+        runner.allocate_tensors()
+        (tin,), (tout,) = runner.get_input_details(), runner.get_output_details()
+        rows = []
+        for row in x:
+            runner.set_tensor(tin["index"], row[None])
+            runner.invoke()
+            rows.append(runner.get_tensor(tout["index"])[0])
+        outputs[scheme] = np.array(rows)
+    assert np.abs(outputs["weights"] - fake_quant).max() < 1e-4
+    assert np.abs(outputs["dynamic-range"] - fake_quant).max() > 1e-3      # its activations were rounded too
+    sizes = {scheme: (tmp_path / f"{scheme}.tflite").stat().st_size for scheme in export.QUANTIZATIONS}
+    assert sizes["weights"] < sizes["dynamic-range"] + 3 * 2048 / 4        # no float copy of the kernel is kept
+
+
 def test_enhance_masked_network_exports_with_parity(trained_model_dir, data_dir, tmp_path):
     """enhance.py's padding masks (custom layers, max pools of a mask) convert to ONNX and TFLite."""
     import keras
