@@ -8,12 +8,10 @@ clips, and a plain global average is mostly padding for a 2.5 s call in a
 16 s window). It trains on freshly augmented 4 s excerpts: circular time
 shift, wind mixed in at a calibrated SNR (measured on the call itself, clean
 copies kept), a random spectral tilt, class-balanced sampling and label
-smoothing, with the learning rate halved whenever validation loss stalls
-(warm-up + cosine, the other schedule, scored lower on validation over 3
-seeds) and early stopping on validation. SpecAugment is available but off:
-on 4 s excerpts its masks hid too much of each call and the network
-underfitted. Each ingredient has a flag; bench/ablate_enhance.py measures
-what each one buys.
+smoothing, with a warm-up + cosine learning rate and early stopping on
+validation. SpecAugment is available but off: on 4 s excerpts its masks hid
+too much of each call and the network underfitted. Each ingredient has a
+flag; bench/ablate_enhance.py measures what each one buys.
 """
 import argparse
 
@@ -82,7 +80,7 @@ def train(data, args, staging):
 
 
 def make_parser():
-    p = common.make_parser("enhance", __doc__.splitlines()[0], epochs=80, patience=20, lr=1e-3)
+    p = common.make_parser("enhance", __doc__.splitlines()[0], epochs=80, patience=20, lr=2e-3)
     p.add_argument("--p-noise", type=float, default=0.5, help="probability of mixing wind into a clip")
     p.add_argument("--snr-min", type=float, default=5.0, help="calibrated SNR range (dB, on the active part)")
     p.add_argument("--snr-max", type=float, default=25.0)
@@ -100,9 +98,7 @@ def make_parser():
                    help="weight the loss by inverse class frequency (an alternative to --balance)")
     p.add_argument("--label-smoothing", type=float, default=0.05)
     p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
-                   help="plateau: halve the rate when validation loss stalls; cosine: 2-epoch warm-up, then cosine "
-                        "decay (it did best with --lr 2e-3)")
+    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="cosine")
     return p
 
 

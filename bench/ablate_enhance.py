@@ -3,16 +3,13 @@
     python bench/ablate_enhance.py                 # seed 42, every row below
     python bench/ablate_enhance.py --seeds 42 43 --rows full no-crop no-wind
     python bench/ablate_enhance.py --jobs 2        # two trainings side by side, one thread each
-    python bench/ablate_enhance.py --lr-schedule cosine --lr 2e-3   # other flags change every row's base
 
 Uses bench/compare.py's split (imported once into bench/results/compare) and
 runs enhance.py as a user would; models, results.csv and charts go to
 bench/results/compare/ablation, apart from the comparison's. Each row is the
 full recipe with one change; validation macro-F1 is shown beside the Test
 figures because it is what a change should be judged on (Test is only
-reported). A row that sets a flag to its default (plateau, now that it is
-the default schedule) repeats the full row. Output: a markdown table to
-stdout and bench/results/<--name>.json.
+reported). Output: a markdown table to stdout and bench/results/<--name>.json.
 """
 import argparse
 import os
@@ -49,15 +46,14 @@ def main(argv=None):
     p.add_argument("--name", default="ablation", help="results file: bench/results/<name>.json")
     p.add_argument("--jobs", type=int, default=1,
                    help="trainings at once, each on (cores / jobs) threads; train times then reflect a shared machine")
-    args, base = p.parse_known_args(argv)   # anything else goes to enhance.py, before each row's own flags
+    args = p.parse_args(argv)
     data_dir = prepare_split(args)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     todo = [(row, seed) for seed in args.seeds for row in args.rows]
 
     def run(row_seed):
         row, seed = row_seed
-        return run_variant("enhance", data_dir, args.work / "ablation", seed, [*base, *ROWS[row][1]], f"-{row}",
-                           threads)
+        return run_variant("enhance", data_dir, args.work / "ablation", seed, ROWS[row][1], f"-{row}", threads)
 
     runs = {}
     with ThreadPoolExecutor(args.jobs) as pool:
