@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from audio import mix_at_snr
-from features import FeatureConfig, clip_features
+from features import FeatureConfig, clip_features, n_real_frames
 
 
 def spec_augment(x: np.ndarray, rng: np.random.Generator, time_masks: int = 2, max_time: int = 40,
@@ -24,8 +24,7 @@ def spec_augment(x: np.ndarray, rng: np.random.Generator, time_masks: int = 2, m
     x = x.copy()
     b, _, f = x.shape
     for i in range(b):
-        # mask inside the clip's real frames: on a short clip most of the window is padding
-        t = int(np.flatnonzero(np.any(x[i] != 0, axis=1)).max(initial=0)) + 1
+        t = n_real_frames(x[i])   # on a short clip most of the window is padding
         for _ in range(time_masks):
             w = int(rng.integers(0, max_time + 1))
             s = int(rng.integers(0, max(1, t - w)))

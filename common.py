@@ -22,7 +22,8 @@ from audio import (AUDIO_EXTENSIONS, AudioError, active_power, fit_noise, is_aud
 from augment import WaveAugment, mixup, random_crop, spec_augment, time_shift  # noqa: E402,F401
 from dataset import (CLASS_NAMES, DATASET_URL, DataSplits, DatasetError, canonical_class,  # noqa: E402,F401
                      class_weights, download_archive, group_split, import_dataset, import_noise, load_splits)
-from features import FeatureCache, FeatureConfig, clip_features, file_hash, iter_windows, log_mel  # noqa: E402,F401
+from features import (FeatureCache, FeatureConfig, clip_features, file_hash, iter_windows, log_mel,  # noqa: E402,F401
+                      n_real_frames)
 from inference import Classifier, ModelDirError, default_model_dir  # noqa: E402,F401
 from reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
 from training import (fit_classifier, make_batches, make_parser, noise_bank, one_hot,  # noqa: E402,F401

@@ -101,8 +101,7 @@ def build_model(input_shape, n_classes, prototypes=None, encoder=None, **encoder
 
 def trim(x: np.ndarray) -> np.ndarray:
     """Drop the zero padding after the last frame of sound (views are stored unpadded)."""
-    real = np.flatnonzero(np.abs(x).max(axis=1) > 0)
-    return x[:real[-1] + 1 if len(real) else 1].astype(np.float16)
+    return x[:common.n_real_frames(x)].astype(np.float16)
 
 
 def crop(y: np.ndarray, rng: np.random.Generator, min_fraction: float = 0.6) -> np.ndarray:

@@ -115,6 +115,14 @@ def normalize_frames(db: np.ndarray, n_frames: int) -> np.ndarray:
     return out
 
 
+def n_real_frames(x: np.ndarray) -> int:
+    """Length of a padded (frames, n_mels) map up to its last frame with any non-zero band; at least 1.
+
+    ``normalize_frames`` pads with all-zero frames, so this is where the clip's sound ends.
+    """
+    return int(np.flatnonzero(np.any(x != 0, axis=1)).max(initial=0)) + 1
+
+
 def clip_features(y: np.ndarray, cfg: FeatureConfig, n_frames: int | None = None) -> np.ndarray:
     """Model input for one window of audio: (n_frames, n_mels), z-normalised, padded.
 

@@ -8,7 +8,7 @@ import soundfile as sf
 import dataset
 from audio import load_audio
 from conftest import tone, write_wav
-from features import FeatureCache, FeatureConfig, clip_features, iter_windows, log_mel
+from features import FeatureCache, FeatureConfig, clip_features, iter_windows, log_mel, n_real_frames
 
 CFG = FeatureConfig()
 SR = CFG.sr
@@ -26,6 +26,14 @@ def test_clip_features_normalised_then_zero_padded():
     real = 1 + SR // CFG.hop_length                   # centred frames of 1 s of audio
     assert abs(x[:real].mean()) < 1e-4 and x[:real].std() == pytest.approx(1.0, abs=1e-3)
     assert not np.any(x[real:])                       # "post" padding, zero = the clip's mean level
+
+
+def test_n_real_frames_ends_at_the_last_sounding_frame():
+    x = np.zeros((10, 4), np.float32)
+    assert n_real_frames(x) == 1                       # nothing but padding: keep one frame
+    x[[0, 6], 2] = 0.5                                 # the all-zero frames between them still count
+    assert n_real_frames(x) == 7
+    assert n_real_frames(clip_features(tone("moo", 1.0), CFG)) == 1 + SR // CFG.hop_length
 
 
 def test_clip_features_truncates_long_audio_to_one_window():
