@@ -38,8 +38,9 @@ ONNX_MAX_DIFF = 1e-4         # max |p_onnx - p_keras| over every Test clip and c
 TFLITE_MIN_AGREEMENT = 0.99  # share of Test clips whose top-1 class matches Keras'
 TFLITE_MAX_ACC_GAP = 0.01    # |accuracy_tflite - accuracy_keras|
 PARITY_BATCH = 32            # bounds the activation memory of the 2D-CNN variants
-INT8_MIN_ELEMENTS = 1024     # smaller weight tensors stay float32, as in the converter's own quantisation
-QUANTIZATIONS = {"weights": "int8 weights per output channel, dequantised at load; float32 arithmetic and I/O",
+INT8_SHARE = 0.9             # the largest weight tensors holding this share of the weights become int8
+QUANTIZATIONS = {"weights": "the largest weight tensors (90% of the weights) int8 per output channel, dequantised "
+                            "at load; the rest, arithmetic and I/O float32",
                  "dynamic-range": "int8 weights; hybrid kernels round activations to int8 on the fly "
                                   "(tf.lite.Optimize.DEFAULT); float32 I/O"}
 
@@ -149,56 +150,76 @@ def export_tflite(model, shape: tuple, path: Path, quantization: str) -> None:
     path.write_bytes(int8_weights(flatbuffer) if quantization == "weights" else flatbuffer)
 
 
-def int8_weights(flatbuffer: bytes, min_elements: int = INT8_MIN_ELEMENTS) -> bytes:
-    """A float TFLite model with the weights of its linear layers stored as int8.
+def largest_covering(sizes: dict, share: float) -> list:
+    """The keys of ``sizes``, largest value first, up to the first prefix whose values sum to ``share`` of all."""
+    total, covered, chosen = sum(sizes.values()), 0, []
+    for key in sorted(sizes, key=sizes.get, reverse=True):
+        if covered >= share * total:
+            break
+        chosen.append(key)
+        covered += sizes[key]
+    return chosen
 
-    Each constant float32 weight tensor of a FULLY_CONNECTED, CONV_2D or
-    DEPTHWISE_CONV_2D op with at least ``min_elements`` values (the
-    converter's own threshold) becomes symmetric int8 with one scale per
-    output channel, max|w| / 127, followed by a DEQUANTIZE op. LiteRT runs a
-    DEQUANTIZE of a constant once, when the model loads, so the arithmetic
-    stays float32: the file is as small as the converter's dynamic-range
-    model, but activations are never rounded, which is what moved near-tied
-    clips across the top-1 boundary there. The converter has no switch for
-    this (tensorflow/tensorflow#38781), hence the rewrite of its output.
+
+def int8_weights(flatbuffer: bytes, share: float = INT8_SHARE) -> bytes:
+    """A float TFLite model with the large weight tensors of its linear layers stored as int8.
+
+    The constant float32 weights of FULLY_CONNECTED, CONV_2D and
+    DEPTHWISE_CONV_2D ops are taken largest first until they hold ``share`` of
+    all such values; each becomes symmetric int8 with one scale per output
+    channel, max|w| / 127, followed by a DEQUANTIZE op. Every tensor adds
+    about the same rounding error to the output whatever its size, while the
+    bytes saved grow with it, so the small tensors stay float32 (on the seed's
+    network, the three small kernels hold 2% of the weights and more than half
+    of the error). LiteRT runs a DEQUANTIZE of a constant once, when the model
+    loads, so the arithmetic stays float32: activations are never rounded, as
+    they are in the converter's dynamic-range kernels. The converter has no
+    switch for this (tensorflow/tensorflow#38781), hence the rewrite of its
+    output.
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
     ops = schema.BuiltinOperator
     weight_axis = {ops.FULLY_CONNECTED: 0, ops.CONV_2D: 0, ops.DEPTHWISE_CONV_2D: 3}   # the output-channel axis
     model = flatbuffer_utils.read_model_from_bytearray(flatbuffer)
+    candidates = {}   # (graph, tensor index) -> output-channel axis
+    for g, graph in enumerate(model.subgraphs):
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            axis = weight_axis.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+            if axis is not None and len(op.inputs) > 1:
+                weight = graph.tensors[op.inputs[1]]
+                if weight.type == schema.TensorType.FLOAT32 and model.buffers[weight.buffer].data is not None:
+                    candidates[(g, op.inputs[1])] = axis
+    chosen = largest_covering({key: int(np.prod(model.subgraphs[key[0]].tensors[key[1]].shape))
+                               for key in candidates}, share)
+
     dequantize = schema.OperatorCodeT()
     dequantize.builtinCode = dequantize.deprecatedBuiltinCode = ops.DEQUANTIZE
     dequantize.version = 5   # int8 with per-channel scales
     model.operatorCodes.append(dequantize)
-    for graph in model.subgraphs:
-        dequantize_ops = []
-        for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            axis = weight_axis.get(max(code.builtinCode, code.deprecatedBuiltinCode))
-            if axis is None or len(op.inputs) < 2:
-                continue
-            weight = graph.tensors[op.inputs[1]]
-            data = model.buffers[weight.buffer].data
-            if weight.type != schema.TensorType.FLOAT32 or data is None or len(data) < 4 * min_elements:
-                continue   # activations, small tensors, and weights an earlier op already converted
-            w = np.frombuffer(bytes(data), np.float32).reshape(weight.shape)
-            scale = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis), keepdims=True) / 127
-            scale[scale == 0] = 1.0
-            stored = schema.BufferT()
-            stored.data = np.frombuffer(np.round(w / scale).astype(np.int8).tobytes(), np.uint8)
-            model.buffers.append(stored)
-            model.buffers[weight.buffer].data = None   # the float tensor is now DEQUANTIZE's output
-            params = schema.QuantizationParametersT()
-            params.scale, params.zeroPoint, params.quantizedDimension = scale.ravel().tolist(), [0] * scale.size, axis
-            int8 = schema.TensorT()
-            int8.name, int8.shape, int8.type = (weight.name or b"") + b"_int8", list(weight.shape), schema.TensorType.INT8
-            int8.buffer, int8.quantization = len(model.buffers) - 1, params
-            graph.tensors.append(int8)
-            op_t = schema.OperatorT()
-            op_t.opcodeIndex, op_t.inputs, op_t.outputs = len(model.operatorCodes) - 1, [len(graph.tensors) - 1], [op.inputs[1]]
-            dequantize_ops.append(op_t)
-        graph.operators = dequantize_ops + graph.operators   # operators run in list order
+    dequantize_ops = {g: [] for g in range(len(model.subgraphs))}
+    for g, index in chosen:
+        graph, axis = model.subgraphs[g], candidates[(g, index)]
+        weight = graph.tensors[index]
+        w = np.frombuffer(bytes(model.buffers[weight.buffer].data), np.float32).reshape(weight.shape)
+        scale = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis), keepdims=True) / 127
+        scale[scale == 0] = 1.0
+        stored = schema.BufferT()
+        stored.data = np.frombuffer(np.round(w / scale).astype(np.int8).tobytes(), np.uint8)
+        model.buffers.append(stored)
+        model.buffers[weight.buffer].data = None   # the float tensor is now DEQUANTIZE's output
+        params = schema.QuantizationParametersT()
+        params.scale, params.zeroPoint, params.quantizedDimension = scale.ravel().tolist(), [0] * scale.size, axis
+        int8 = schema.TensorT()
+        int8.name, int8.shape, int8.type = (weight.name or b"") + b"_int8", list(weight.shape), schema.TensorType.INT8
+        int8.buffer, int8.quantization = len(model.buffers) - 1, params
+        graph.tensors.append(int8)
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [len(graph.tensors) - 1], [index]
+        dequantize_ops[g].append(op)
+    for g, graph in enumerate(model.subgraphs):
+        graph.operators = dequantize_ops[g] + graph.operators   # operators run in list order
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 

@@ -202,28 +202,40 @@ def test_agreement_counts_flips_and_their_keras_margin():
     assert export.agreement(reference, reference, np.zeros(3, int))["widest_flipped_margin"] == 0.0
 
 
+def test_largest_covering_takes_the_largest_tensors_until_the_share_is_reached():
+    sizes = {"dense": 1_007_616, "conv1": 12_288, "conv2": 6_144, "head": 1_280}
+    assert export.largest_covering(sizes, 0.9) == ["dense"]                  # 98 % on its own
+    assert export.largest_covering(sizes, 0.99) == ["dense", "conv1"]
+    assert export.largest_covering(sizes, 1.0) == ["dense", "conv1", "conv2", "head"]
+    assert export.largest_covering({"a": 10, "b": 10, "c": 10}, 0.5) == ["a", "b"]   # ties keep their order
+
+
 def test_int8_weights_stores_int8_per_output_channel_and_computes_in_float(tmp_path):
-    """The big kernel becomes int8 with max|w|/127 per output unit behind a DEQUANTIZE; the small one
-    stays float; the model then computes x @ dequantised(W) + b in float32, where the converter's
-    dynamic-range scheme also rounds the activations (and so drifts further from that)."""
+    """The largest kernels (90% of the weights) become int8 with max|w|/127 per output unit behind a
+    DEQUANTIZE; the smallest stays float; the model then computes with the dequantised kernels in
+    float32, where the converter's dynamic-range scheme also rounds the activations (and so drifts
+    further from that)."""
     import keras
     from ai_edge_litert.interpreter import Interpreter
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),   # 2048 weights
-                              keras.layers.Dense(4)])                                             # 128: too few
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),    # 2048 weights
+                              keras.layers.Dense(32, activation="relu"),                         # 1024
+                              keras.layers.Dense(4)])                             # 128: 2048 + 1024 reach 90%
     for scheme in export.QUANTIZATIONS:
         export.export_tflite(model, (64,), tmp_path / f"{scheme}.tflite", scheme)
     interpreter = Interpreter(model_path=str(tmp_path / "weights.tflite"))
     interpreter.allocate_tensors()
-    int8 = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
-    assert [list(t["shape"]) for t in int8] == [[32, 64]]                      # only the 64 -> 32 kernel
-    (w, b), (w2, b2) = (layer.get_weights() for layer in model.layers)
-    scale = np.abs(w).max(0) / 127
-    assert np.allclose(int8[0]["quantization_parameters"]["scales"], scale, rtol=1e-6)
-    assert np.array_equal(interpreter.get_tensor(int8[0]["index"]), np.round(w / scale).T.astype(np.int8))
+    int8 = sorted((t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8), key=lambda t: -t["shape"][1])
+    assert [list(t["shape"]) for t in int8] == [[32, 64], [32, 32]]
+    (w1, b1), (w2, b2), (w3, b3) = (layer.get_weights() for layer in model.layers)
+    scales = [np.abs(w).max(0) / 127 for w in (w1, w2)]
+    for tensor, w, scale in zip(int8, (w1, w2), scales):
+        assert np.allclose(tensor["quantization_parameters"]["scales"], scale, rtol=1e-6)
+        assert np.array_equal(interpreter.get_tensor(tensor["index"]), np.round(w / scale).T.astype(np.int8))
 
     x = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
-    fake_quant = np.maximum(x @ (np.round(w / scale) * scale) + b, 0) @ w2 + b2
+    w1q, w2q = (np.round(w / scale) * scale for w, scale in zip((w1, w2), scales))
+    fake_quant = np.maximum(np.maximum(x @ w1q + b1, 0) @ w2q + b2, 0) @ w3 + b3
     outputs = {}
     for scheme in export.QUANTIZATIONS:
         runner = Interpreter(model_path=str(tmp_path / f"{scheme}.tflite"))
@@ -238,7 +250,7 @@ def test_int8_weights_stores_int8_per_output_channel_and_computes_in_float(tmp_p
     assert np.abs(outputs["weights"] - fake_quant).max() < 1e-4
     assert np.abs(outputs["dynamic-range"] - fake_quant).max() > 1e-3      # its activations were rounded too
     sizes = {scheme: (tmp_path / f"{scheme}.tflite").stat().st_size for scheme in export.QUANTIZATIONS}
-    assert sizes["weights"] < sizes["dynamic-range"] + 3 * 2048 / 4        # no float copy of the kernel is kept
+    assert sizes["weights"] < sizes["dynamic-range"] + 3 * 1024 / 4        # no float copy of a stored kernel is kept
 
 
 def test_enhance_masked_network_exports_with_parity(trained_model_dir, data_dir, tmp_path):
