@@ -216,15 +216,13 @@ def test_int8_weights_stores_int8_per_output_channel_and_computes_in_float(tmp_p
     float32, where the converter's dynamic-range scheme also rounds the activations (and so drifts
     further from that)."""
     import keras
-    from ai_edge_litert.interpreter import Interpreter
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),    # 2048 weights
                               keras.layers.Dense(32, activation="relu"),                         # 1024
                               keras.layers.Dense(4)])                             # 128: 2048 + 1024 reach 90%
     for scheme in export.QUANTIZATIONS:
         export.export_tflite(model, (64,), tmp_path / f"{scheme}.tflite", scheme)
-    interpreter = Interpreter(model_path=str(tmp_path / "weights.tflite"))
-    interpreter.allocate_tensors()
+    interpreter = backends.TFLitePredictor(tmp_path / "weights.tflite").interpreter
     int8 = sorted((t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8), key=lambda t: -t["shape"][1])
     assert [list(t["shape"]) for t in int8] == [[32, 64], [32, 32]]
     (w1, b1), (w2, b2), (w3, b3) = (layer.get_weights() for layer in model.layers)
@@ -236,17 +234,8 @@ def test_int8_weights_stores_int8_per_output_channel_and_computes_in_float(tmp_p
     x = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
     w1q, w2q = (np.round(w / scale) * scale for w, scale in zip((w1, w2), scales))
     fake_quant = np.maximum(np.maximum(x @ w1q + b1, 0) @ w2q + b2, 0) @ w3 + b3
-    outputs = {}
-    for scheme in export.QUANTIZATIONS:
-        runner = Interpreter(model_path=str(tmp_path / f"{scheme}.tflite"))
-        runner.allocate_tensors()
-        (tin,), (tout,) = runner.get_input_details(), runner.get_output_details()
-        rows = []
-        for row in x:
-            runner.set_tensor(tin["index"], row[None])
-            runner.invoke()
-            rows.append(runner.get_tensor(tout["index"])[0])
-        outputs[scheme] = np.array(rows)
+    outputs = {scheme: backends.TFLitePredictor(tmp_path / f"{scheme}.tflite").predict(x)
+               for scheme in export.QUANTIZATIONS}
     assert np.abs(outputs["weights"] - fake_quant).max() < 1e-4
     assert np.abs(outputs["dynamic-range"] - fake_quant).max() > 1e-3      # its activations were rounded too
     sizes = {scheme: (tmp_path / f"{scheme}.tflite").stat().st_size for scheme in export.QUANTIZATIONS}
