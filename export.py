@@ -39,8 +39,8 @@ TFLITE_MIN_AGREEMENT = 0.99  # share of Test clips whose top-1 class matches Ker
 TFLITE_MAX_ACC_GAP = 0.01    # |accuracy_tflite - accuracy_keras|
 PARITY_BATCH = 32            # bounds the activation memory of the 2D-CNN variants
 INT8_SHARE = 0.9             # the largest weight tensors holding this share of the weights become int8
-QUANTIZATIONS = {"weights": "the largest weight tensors (90% of the weights) int8 per output channel, dequantised "
-                            "at load; the rest, arithmetic and I/O float32",
+QUANTIZATIONS = {"weights": f"the largest weight tensors ({INT8_SHARE:.0%} of the weights) int8 per output channel, "
+                            "dequantised at load; the rest, arithmetic and I/O float32",
                  "dynamic-range": "int8 weights; hybrid kernels round activations to int8 on the fly "
                                   "(tf.lite.Optimize.DEFAULT); float32 I/O"}
 
