@@ -1,15 +1,24 @@
-"""The shared core of the toolkit: every script imports what it needs from here.
+"""The shared core of the toolkit: every command starts with ``import common``.
 
-The core is split by concern into flat modules, re-exported here so that a
-script only ever writes ``import common``:
+The library lives in the package ``core/``, one concern per module, and this
+module re-exports what the commands use, so that a command reads
+``common.load_audio`` or ``common.Classifier`` wherever the code lives:
 
-- ``audio``     robust loading of any readable file, SNR-calibrated mixing, wind
-- ``features``  the log-Mel front end, analysis windows, the on-disk cache
-- ``dataset``   importing the published archive, duplicate-aware splits, class weights
-- ``augment``   SpecAugment, spectral tilt, time shift, mixup, on-the-fly wind mixing
-- ``training``  flags, seeds, callbacks, the fit/evaluate/publish harness
-- ``reports``   metrics, artifacts written atomically, results table, charts
-- ``inference`` loading a model directory safely and classifying recordings
+- ``core.audio``          robust loading of any readable file, SNR-calibrated mixing, wind
+- ``core.features``       the log-Mel front end and the on-disk cache
+- ``core.windows``        analysis windows over files and live streams (one mechanism)
+- ``core.dataset``        importing the published archive, duplicate-aware splits, class weights
+- ``core.augment``        SpecAugment, spectral tilt, time shift, mixup, on-the-fly wind mixing
+- ``core.training``       flags, seeds, callbacks, the fit/evaluate/publish harness
+- ``core.reports``        metrics, artifacts written atomically, results table, charts
+- ``core.backends``       one model run by Keras, ONNX Runtime or LiteRT (TFLite)
+- ``core.inference``      loading a model directory safely and classifying recordings
+- ``core.audio_sources``  microphone and file streams for live classification
+
+Two modules are not re-exported because they import Keras (hence TensorFlow,
+~10 s): ``core.layers`` (the custom layers saved models use) and
+``core.losses`` (training-only losses). A variant imports them where it
+builds its network, so ``predict.py`` on an exported model never pays for it.
 """
 import os
 
@@ -17,14 +26,56 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from audio import (AUDIO_EXTENSIONS, AudioError, active_power, fit_noise, is_audio_file, load_audio,  # noqa: E402,F401
-                   load_noise_bank, mix_at_snr, stream_audio, synthetic_wind, warn)
-from augment import WaveAugment, mixup, random_crop, spec_augment, time_shift  # noqa: E402,F401
-from dataset import (CLASS_NAMES, DATASET_URL, DataSplits, DatasetError, canonical_class,  # noqa: E402,F401
-                     class_weights, download_archive, group_split, import_dataset, import_noise, load_splits)
-from features import (FeatureCache, FeatureConfig, clip_features, file_hash, iter_windows, log_mel,  # noqa: E402,F401
-                      n_real_frames)
-from inference import Classifier, ModelDirError, default_model_dir  # noqa: E402,F401
-from reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
-from training import (fit_classifier, make_batches, make_parser, noise_bank, one_hot,  # noqa: E402,F401
-                      run_experiment)
+from core.audio import (  # noqa: E402,F401
+                        AUDIO_EXTENSIONS,
+                        AudioError,
+                        active_power,
+                        fit_noise,
+                        is_audio_file,
+                        load_audio,
+                        load_noise_bank,
+                        mix_at_snr,
+                        stream_audio,
+                        synthetic_wind,
+                        warn,
+)
+from core.audio_sources import (  # noqa: E402,F401
+                        AudioSource,
+                        FileSource,
+                        MicrophoneSource,
+                        SourceLost,
+                        SourceUnavailable,
+                        list_input_devices,
+)
+from core.augment import WaveAugment, mixup, random_crop, spec_augment, time_shift  # noqa: E402,F401
+from core.backends import (  # noqa: E402,F401
+                        BACKENDS,
+                        FILES,
+                        MODEL_FILE,
+                        ONNX_FILE,
+                        TFLITE_FILE,
+                        ModelDirError,
+                        OnnxPredictor,
+                        TFLitePredictor,
+)
+from core.dataset import (  # noqa: E402,F401
+                        CLASS_NAMES,
+                        DATASET_URL,
+                        DEFAULT_CACHE,
+                        DatasetError,
+                        DataSplits,
+                        canonical_class,
+                        class_weights,
+                        download_archive,
+                        group_split,
+                        import_dataset,
+                        import_noise,
+                        list_class_files,
+                        load_clips,
+                        load_splits,
+)
+from core.features import FeatureCache, FeatureConfig, clip_features, file_hash, log_mel, n_real_frames  # noqa: E402,F401
+from core.inference import Classifier, default_model_dir, read_model_config  # noqa: E402,F401
+from core.reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
+from core.training import fit_classifier, make_batches, make_parser, noise_bank, one_hot, run_experiment  # noqa: E402,F401
+from core.windows import SlidingWindows, iter_windows  # noqa: E402,F401

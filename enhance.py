@@ -22,7 +22,7 @@ def conv_block(x, mask, filters: int, dropout: float):
     """Two Conv1D-BN-ReLU layers with a projected residual, then halve the time axis (padding stays zero)."""
     from keras import layers
 
-    from masking import MaskedMaxPooling1D
+    from core.layers import MaskedMaxPooling1D
     shortcut = layers.Conv1D(filters, 1, use_bias=False)(x)
     for kernel in (5, 3):
         x = layers.Conv1D(filters, kernel, padding="same", use_bias=False)(x)
@@ -42,7 +42,7 @@ def build_model(n_frames, n_mels, n_classes, widths=(64, 128, 192, 256), dropout
     import keras
     from keras import layers
 
-    from masking import FrameMask, MaskedMeanMaxPooling
+    from core.layers import FrameMask, MaskedMeanMaxPooling
     inputs = keras.Input(shape=(n_frames, n_mels), name="log_mel")
     x, mask = inputs, FrameMask()(inputs)
     for filters in widths:

@@ -22,7 +22,7 @@
    of queries to the support means. Episodes balance the classes, which is
    what the rare ones need. After each epoch the prototypes of the clean
    training clips classify the validation split; early stopping on its loss.
-4. The saved model is encoder -> PrototypeHead (protonet.py), whose
+4. The saved model is encoder -> PrototypeHead (core/layers.py), whose
    non-trainable weights hold the class means of all training clips, giving
    softmax(-squared distance) class probabilities like any other variant.
 
@@ -63,7 +63,7 @@ def build_encoder(input_shape, d_model=64, depth=3, heads=4, mlp_dim=128, patch=
     import keras
     from keras import layers
 
-    from protonet import MaskedMeanPooling, PositionEmbedding
+    from core.layers import MaskedMeanPooling, PositionEmbedding
     frames, mels = input_shape
     n_tokens = frames // patch
     inputs = keras.Input(shape=input_shape, name="log_mel")
@@ -88,7 +88,7 @@ def build_model(input_shape, n_classes, prototypes=None, encoder=None, **encoder
     """The saved inference model: encoder -> PrototypeHead, one flat functional graph."""
     import keras
 
-    from protonet import PrototypeHead
+    from core.layers import PrototypeHead
     encoder = encoder or build_encoder(input_shape, **encoder_kwargs)
     head = PrototypeHead(n_classes, name="probabilities")
     model = keras.Model(encoder.inputs, head(encoder.outputs[0]), name="transformer_protonet")
@@ -160,7 +160,8 @@ def train(data, args, staging):
     import keras
     import tensorflow as tf
 
-    from protonet import class_prototypes, nt_xent_loss, prototypical_loss, squared_distances
+    from core.layers import squared_distances
+    from core.losses import class_prototypes, nt_xent_loss, prototypical_loss
     rng = np.random.default_rng(args.seed)
     n_classes, n_frames = len(data.classes), data.train.x.shape[1]
     encoder = build_encoder(data.train.x.shape[1:], args.d_model, args.depth, args.heads, args.mlp_dim, args.patch)

@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 
 import common
-from backends import FILES, ONNX_FILE, TFLITE_FILE, ModelDirError, OnnxPredictor, TFLitePredictor
-from dataset import DEFAULT_CACHE, DatasetError, list_class_files, load_clips
 
 ONNX_MAX_DIFF = 1e-4         # max |p_onnx - p_keras| over every Test clip and class
 TFLITE_MIN_AGREEMENT = 0.99  # share of Test clips whose top-1 class matches Keras'
@@ -55,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--model-dir", type=Path, required=True, help="trained model directory, e.g. model/baseline")
     p.add_argument("--data-dir", type=Path,
                    help="dataset root whose Test/ split checks parity (default: the model's config.json data_dir)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="feature cache (default: %(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=common.DEFAULT_CACHE, help="feature cache (default: %(default)s)")
     p.add_argument("--quantization", choices=QUANTIZATIONS, default="weights",
                    help="TFLite scheme: int8 weights only (default; closest to Keras), or the converter's "
                         "dynamic-range quantisation (int8 activations too: faster on some CPUs, drifts more)")
@@ -227,13 +225,13 @@ def load_test_split(config: dict, data_dir: Path, cache_dir: Path) -> tuple[np.n
     """Features (n, frames, mels) and labels of the Test clips of the model's classes."""
     test_dir = data_dir / "Test"
     if not test_dir.is_dir():
-        raise DatasetError(f"{test_dir}: no Test split to check parity on (pass --data-dir, or --skip-parity)")
+        raise common.DatasetError(f"{test_dir}: no Test split to check parity on (pass --data-dir, or --skip-parity)")
     classes = config["classes"]
-    pairs = [(f, c) for f, c in zip(*list_class_files(test_dir)) if c in classes]
-    clips, _ = load_clips([f for f, _ in pairs], [c for _, c in pairs], classes, config["feature_config"],
+    pairs = [(f, c) for f, c in zip(*common.list_class_files(test_dir)) if c in classes]
+    clips, _ = common.load_clips([f for f, _ in pairs], [c for _, c in pairs], classes, config["feature_config"],
                           common.FeatureCache(cache_dir), desc="test features")
     if not len(clips.y):
-        raise DatasetError(f"{test_dir}: no readable clips of the model's classes")
+        raise common.DatasetError(f"{test_dir}: no readable clips of the model's classes")
     return clips.x, clips.y
 
 
@@ -261,8 +259,8 @@ def check_parity(clf, staging: Path, data_dir: Path, cache_dir: Path) -> dict:
     """Keras vs the staged ONNX and TFLite files on the Test split; ``passed`` says whether every threshold holds."""
     x, y = load_test_split(clf.config, data_dir, cache_dir)
     keras_probs = batched(clf.predictor.predict, x)
-    onnx = agreement(batched(OnnxPredictor(staging / ONNX_FILE).predict, x), keras_probs, y)
-    tflite = agreement(TFLitePredictor(staging / TFLITE_FILE).predict(x), keras_probs, y)
+    onnx = agreement(batched(common.OnnxPredictor(staging / common.ONNX_FILE).predict, x), keras_probs, y)
+    tflite = agreement(common.TFLitePredictor(staging / common.TFLITE_FILE).predict(x), keras_probs, y)
     keras_acc = float(np.mean(keras_probs.argmax(1) == y))
     onnx["passed"] = onnx["max_abs_diff"] <= ONNX_MAX_DIFF
     tflite["passed"] = (tflite["top1_agreement"] >= TFLITE_MIN_AGREEMENT
@@ -277,7 +275,7 @@ def check_parity(clf, staging: Path, data_dir: Path, cache_dir: Path) -> dict:
 def parity_table(parity: dict, sizes: dict) -> str:
     """The parity results as aligned text, one row per backend."""
     rows = [f"{'backend':<8}{'file':<26}{'size':>9}{'max|dp|':>10}{'top-1 agree':>13}{'accuracy':>10}"]
-    for backend, file in FILES.items():
+    for backend, file in common.FILES.items():
         r = parity[backend]
         verdict = "" if backend == "keras" else ("  ok" if r["passed"] else "  FAILED")
         diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-"
@@ -302,21 +300,22 @@ def install(staging: Path, model_dir: Path, parity: dict | None) -> list[str]:
     written = []
     for backend in ("onnx", "tflite"):
         if parity is None or parity[backend]["passed"]:
-            os.replace(staging / FILES[backend], model_dir / FILES[backend])
-            written.append(FILES[backend])
+            os.replace(staging / common.FILES[backend], model_dir / common.FILES[backend])
+            written.append(common.FILES[backend])
         else:
-            (model_dir / FILES[backend]).unlink(missing_ok=True)
+            (model_dir / common.FILES[backend]).unlink(missing_ok=True)
     return written
 
 
 def export_record(model_dir: Path, shape: tuple, sizes: dict, seconds: float, quantization: str,
                   parity: dict | None, written: list[str]) -> dict:
     """The content of export.json: files, input, quantisation, parity results, versions."""
+    keras_file, onnx_file, tflite_file = common.FILES["keras"], common.ONNX_FILE, common.TFLITE_FILE
     return {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "export_seconds": round(seconds, 1),
-            "keras_model": {"file": FILES["keras"], "sha1": common.file_hash(model_dir / FILES["keras"])},
+            "keras_model": {"file": keras_file, "sha1": common.file_hash(model_dir / keras_file)},
             "input": {"name": "log_mel", "shape": [None, *shape], "dtype": "float32"},
-            "onnx": {"file": ONNX_FILE, "written": ONNX_FILE in written, "bytes": sizes["onnx"], "batch": "dynamic"},
-            "tflite": {"file": TFLITE_FILE, "written": TFLITE_FILE in written, "bytes": sizes["tflite"], "batch": 1,
+            "onnx": {"file": onnx_file, "written": onnx_file in written, "bytes": sizes["onnx"], "batch": "dynamic"},
+            "tflite": {"file": tflite_file, "written": tflite_file in written, "bytes": sizes["tflite"], "batch": 1,
                        "quantization": quantization, "scheme": QUANTIZATIONS[quantization]},
             "parity": parity, "versions": versions()}
 
@@ -330,18 +329,18 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(dir=args.model_dir, prefix=".export-") as tmp:
             staging, start = Path(tmp), time.time()
             model = inference_model(clf.predictor.model)
-            export_onnx(model, shape, staging / ONNX_FILE)
-            export_tflite(model, shape, staging / TFLITE_FILE, args.quantization)
+            export_onnx(model, shape, staging / common.ONNX_FILE)
+            export_tflite(model, shape, staging / common.TFLITE_FILE, args.quantization)
             seconds = time.time() - start
             print(f"exported {args.model_dir} in {seconds:.1f} s")
             sizes = {b: (args.model_dir / f if b == "keras" else staging / f).stat().st_size
-                     for b, f in FILES.items()}
+                     for b, f in common.FILES.items()}
             parity = None
             if not args.skip_parity:
                 parity = check_parity(clf, staging, args.data_dir or Path(clf.config["data_dir"]), args.cache_dir)
                 print(f"parity on {parity['n_test']} Test clips:\n{parity_table(parity, sizes)}")
             written = install(staging, args.model_dir, parity)
-    except (ModelDirError, DatasetError) as e:
+    except (common.ModelDirError, common.DatasetError) as e:
         sys.exit(f"error: {e}")
     except ExportError as e:
         sys.exit(f"error: {args.model_dir}: {e}")
@@ -350,7 +349,7 @@ def main(argv=None):
     print(f"wrote {', '.join([*written, 'export.json'])} to {args.model_dir}"
           + (" (parity not checked)" if parity is None else ""))
     if parity and not parity["passed"]:
-        failed = [FILES[b] for b in ("onnx", "tflite") if not parity[b]["passed"]]
+        failed = [common.FILES[b] for b in ("onnx", "tflite") if not parity[b]["passed"]]
         flips = parity["tflite"]
         if flips["disagreements"]:
             print(f"TFLite changed the top-1 class of {flips['disagreements']} of {parity['n_test']} clips; "

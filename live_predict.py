@@ -12,7 +12,7 @@ features the model was trained with. One line per hop: the window, the label
 confidence, and a meter of the input level over the last hop.
 
 Without PyAudio, without an input device, or when the device refuses to open,
-a random clip of <data-dir>/Test (or --fallback-file) is streamed through the
+a random Test clip of the model's dataset (or --fallback-file) is streamed through the
 same pipeline in real time instead, so the command always shows predictions.
 """
 import os
@@ -31,14 +31,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
-from audio_sources import (AudioSource, FileSource, MicrophoneSource, SourceLost, SourceUnavailable,  # noqa: E402
-                           list_input_devices)
-from backends import BACKENDS  # noqa: E402
 
 METER_FLOOR_DB = -60.0   # the level meter spans METER_FLOOR_DB..0 dBFS
 LEVEL_FRAME_SECONDS = 0.05
 # A read every 50 ms: a hop is decided at most one read (plus the resampler's ~20 ms delay) after its audio.
 CHUNK_SECONDS = 0.05
+DEFAULT_DATA_DIR = Path("Animals_Sounds")
 
 
 def gate_db(text: str) -> float:
@@ -54,7 +52,7 @@ def parse_args(argv=None):
     src.add_argument("--file", type=Path, help="stream this recording instead of a microphone")
     src.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     p.add_argument("--model-dir", type=Path, help="trained model directory (default: best trained variant)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
+    p.add_argument("--backend", choices=common.BACKENDS, default="auto",
                    help="model runtime, as for predict.py (default: onnx, else tflite, else keras)")
     p.add_argument("--window-seconds", type=float, default=2.5, help="analysis window (default: %(default)s)")
     p.add_argument("--hop-seconds", type=float, default=0.5,
@@ -68,9 +66,10 @@ def parse_args(argv=None):
     p.add_argument("--no-realtime", action="store_true",
                    help="stream a file as fast as possible instead of at its real pace (tests, benchmarks)")
     p.add_argument("--fallback-file", type=Path, help="the recording streamed when no microphone can be used "
-                                                      "(default: a random clip of <data-dir>/Test)")
-    p.add_argument("--data-dir", type=Path, default=Path("Animals_Sounds"),
-                   help="dataset root whose Test/ clips serve as the fallback (default: %(default)s)")
+                                                      "(default: a random Test clip of --data-dir)")
+    p.add_argument("--data-dir", type=Path,
+                   help="dataset root whose Test/ clips serve as the fallback (default: the one the model "
+                        f"was trained on, as its config.json records, else ./{DEFAULT_DATA_DIR})")
     args = p.parse_args(argv)
     if args.window_seconds <= 0 or args.hop_seconds <= 0 or args.smooth < 1:
         p.error("--window-seconds and --hop-seconds must be positive and --smooth at least 1")
@@ -78,62 +77,6 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- the pipeline
-
-class RingBuffer:
-    """The latest ``capacity`` samples of a stream, in a fixed array that is never reallocated."""
-
-    def __init__(self, capacity: int):
-        self.data = np.zeros(capacity, np.float32)
-        self.end = 0   # write position: data[end - 1] is the newest sample
-
-    def write(self, x: np.ndarray) -> None:
-        x = x[-len(self.data):]
-        first = min(len(x), len(self.data) - self.end)
-        self.data[self.end:self.end + first] = x[:first]
-        self.data[:len(x) - first] = x[first:]
-        self.end = (self.end + len(x)) % len(self.data)
-
-    def latest(self, n: int) -> np.ndarray:
-        """A copy of the newest ``n`` samples, oldest first (``n`` at most the capacity)."""
-        return np.roll(self.data, -self.end)[len(self.data) - n:]
-
-
-class SlidingWindows:
-    """Cut a stream into analysis windows exactly where :func:`features.iter_windows` cuts a file.
-
-    Windows span [0, W], [h, h + W], ...; each is emitted the moment its last
-    sample arrives, so it is always the newest W samples of the ring buffer. At
-    the end of the stream :meth:`finish` emits what ``iter_windows`` adds: the
-    whole stream if it was shorter than one window, else a last shorter window
-    reaching the end.
-    """
-
-    def __init__(self, window: int, hop: int):
-        self.window, self.hop = window, hop
-        self.ring = RingBuffer(window)
-        self.total = 0        # samples received
-        self.next_start = 0   # start sample of the next window
-        self.covered = 0      # end sample of the last window emitted
-
-    def push(self, block: np.ndarray):
-        """Yield ``(start_sample, end_sample, audio)`` for every window that ``block`` completes."""
-        while len(block):
-            # Write only up to the next window's end, so that window is exactly the ring's newest samples.
-            take = min(len(block), self.next_start + self.window - self.total)
-            self.ring.write(block[:take])
-            self.total += take
-            block = block[take:]
-            if self.total == self.next_start + self.window:
-                yield self.next_start, self.total, self.ring.latest(self.window)
-                self.covered, self.next_start = self.total, self.next_start + self.hop
-
-    def finish(self):
-        """Yield the final partial window, as ``iter_windows`` does at the end of a file."""
-        if self.covered == 0 and self.total > 0:
-            yield 0, self.total, self.ring.latest(self.total)
-        elif 0 < self.covered < self.total and self.next_start < self.total:
-            yield self.next_start, self.total, self.ring.latest(self.total - self.next_start)
-
 
 @dataclasses.dataclass
 class Hop:
@@ -164,7 +107,7 @@ class LivePipeline:
         self.resampler = (None if source_rate == sr else
                           soxr.ResampleStream(source_rate, sr, 1, dtype="float32", quality="HQ"))
         self.hop = int(round(hop_seconds * sr))
-        self.windows = SlidingWindows(int(round(window_seconds * sr)), self.hop)
+        self.windows = common.SlidingWindows(int(round(window_seconds * sr)), self.hop)
         self.recent = collections.deque(maxlen=smooth)   # probabilities of the last hops since a silence
 
     def feed(self, chunk: np.ndarray) -> list[Hop]:
@@ -224,7 +167,7 @@ class Progress:
     busy: float = 0.0      # seconds spent in the pipeline
 
 
-def run(source: AudioSource, pipeline: LivePipeline, seconds: float | None, progress: Progress) -> None:
+def run(source: common.AudioSource, pipeline: LivePipeline, seconds: float | None, progress: Progress) -> None:
     """Stream ``source`` through ``pipeline``, printing each hop, until it ends or ``seconds`` of audio."""
     def process(step, *chunk):
         t0 = time.perf_counter()
@@ -245,34 +188,44 @@ def run(source: AudioSource, pipeline: LivePipeline, seconds: float | None, prog
     process(pipeline.finish)
 
 
-def fallback_clip(args) -> Path:
-    """``--fallback-file``, else a random clip of ``<data-dir>/Test``."""
+def fallback_dirs(args, config: dict) -> list[Path]:
+    """Where fallback clips are looked for: ``--data-dir`` if given, else the model's data, else ./Animals_Sounds."""
+    if args.data_dir:
+        return [args.data_dir]
+    recorded = [Path(config["data_dir"])] if config.get("data_dir") else []
+    return list(dict.fromkeys(recorded + [DEFAULT_DATA_DIR]))
+
+
+def fallback_clip(args, config: dict) -> Path:
+    """``--fallback-file``, else a random Test clip of the first of :func:`fallback_dirs` that has any."""
     if args.fallback_file:
         return args.fallback_file
-    clips = sorted(p for p in (args.data_dir / "Test").rglob("*") if p.is_file() and common.is_audio_file(p))
-    if not clips:
-        raise common.AudioError(args.data_dir / "Test", "no clips to fall back on (pass --fallback-file)")
-    return random.choice(clips)
+    tests = [d / "Test" for d in fallback_dirs(args, config)]
+    for test in tests:
+        clips = sorted(p for p in test.rglob("*") if p.is_file() and common.is_audio_file(p))
+        if clips:
+            return random.choice(clips)
+    raise common.AudioError(" or ".join(map(str, tests)), "no clips to fall back on (pass --fallback-file)")
 
 
-def open_source(args) -> AudioSource:
+def open_source(args, config: dict) -> common.AudioSource:
     """The requested source: ``--file``, else the microphone, else (one warning line) the fallback clip."""
     realtime = not args.no_realtime
     if args.file:
-        return FileSource(args.file, realtime=realtime, chunk_seconds=CHUNK_SECONDS)
+        return common.FileSource(args.file, realtime=realtime, chunk_seconds=CHUNK_SECONDS)
     try:
-        return MicrophoneSource(args.device, CHUNK_SECONDS)
-    except SourceUnavailable as e:
-        clip = fallback_clip(args)
+        return common.MicrophoneSource(args.device, CHUNK_SECONDS)
+    except common.SourceUnavailable as e:
+        clip = fallback_clip(args, config)
         common.warn(f"no microphone ({e}); streaming {clip} {'in real time ' if realtime else ''}instead")
-        return FileSource(clip, realtime=realtime, chunk_seconds=CHUNK_SECONDS)
+        return common.FileSource(clip, realtime=realtime, chunk_seconds=CHUNK_SECONDS)
 
 
 def print_devices() -> None:
     """``--list-devices``: one line per input device, or why there are none."""
     try:
-        devices, reason = list_input_devices(), "none found"
-    except SourceUnavailable as e:
+        devices, reason = common.list_input_devices(), "none found"
+    except common.SourceUnavailable as e:
         devices, reason = [], str(e)
     for d in devices:
         print(f"{d['index']:3d}  {d['name']}  ({d['maxInputChannels']} ch, {d['defaultSampleRate']:.0f} Hz)")
@@ -280,7 +233,7 @@ def print_devices() -> None:
         print(f"no input devices ({reason}): live_predict.py will stream a recording instead")
 
 
-def summary(progress: Progress, source: AudioSource, hop_seconds: float, how: str) -> str:
+def summary(progress: Progress, source: common.AudioSource, hop_seconds: float, how: str) -> str:
     """The closing line: audio streamed, hops, processing per hop and the real-time factor."""
     per_hop = progress.busy / max(1, progress.hops)
     line = (f"{how} after {progress.samples / source.rate:.1f} s of audio: {progress.hops} hops, "
@@ -300,7 +253,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     warm_up(clf, args.window_seconds)
     try:
-        source = open_source(args)
+        source = open_source(args, clf.config)
     except ValueError as e:   # a --device that matches nothing; no clip to fall back on (AudioError)
         sys.exit(f"error: {e}")
     progress = Progress()
@@ -315,7 +268,7 @@ def main(argv=None):
             return
         except common.AudioError as e:
             sys.exit(f"error: {e}")
-        except SourceLost as e:
+        except common.SourceLost as e:
             sys.exit(f"error: {e}; {summary(progress, source, args.hop_seconds, 'stopped')}")
     print(summary(progress, source, args.hop_seconds, "done"), file=sys.stderr)
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import common
-from backends import BACKENDS
 
 
 def parse_args(argv=None):
@@ -29,7 +28,7 @@ def parse_args(argv=None):
     src.add_argument("--file", type=Path, help="one recording")
     src.add_argument("--dir", type=Path, help="a folder, searched recursively")
     p.add_argument("--model-dir", type=Path, help="trained model directory (default: best trained variant)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
+    p.add_argument("--backend", choices=common.BACKENDS, default="auto",
                    help="model runtime; auto: onnx, else tflite, else keras, whichever the model directory has")
     p.add_argument("--top-k", type=int, default=3, help="classes listed for --file")
     p.add_argument("--csv", type=Path, help="with --dir: write file,label,confidence,<class...> rows here")

@@ -1,8 +1,8 @@
 """What each ingredient of enhance.py buys: train it with one ingredient changed at a time.
 
-    python bench/ablate_enhance.py                 # seed 42, every row below
-    python bench/ablate_enhance.py --seeds 42 43 --rows full no-crop no-wind
-    python bench/ablate_enhance.py --jobs 2        # two trainings side by side, one thread each
+    python -m bench.ablate_enhance                 # seed 42, every row below
+    python -m bench.ablate_enhance --seeds 42 43 --rows full no-crop no-wind
+    python -m bench.ablate_enhance --jobs 2        # two trainings side by side, one thread each
 
 Uses bench/compare.py's split (imported once into bench/results/compare) and
 runs enhance.py as a user would; models, results.csv and charts go to
@@ -13,14 +13,9 @@ reported). Output: a markdown table to stdout and bench/results/<--name>.json.
 """
 import argparse
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-from compare import add_data_flags, prepare_split, publish, run_variant, summarise  # noqa: E402
+from bench.compare import add_data_flags, prepare_split, publish, run_variant, summarise
 
 ROWS = {   # short name: (what changes, enhance.py flags)
     "full": ("the full recipe", []),

@@ -1,6 +1,6 @@
 """Benchmark the inference backends of one model directory: cold start, per-clip latency, file size.
 
-    python bench/bench_backends.py [--model-dir model/baseline] [--file clip.wav] [--runs 3] [--latency-runs 50]
+    python -m bench.bench_backends [--model-dir model/baseline] [--file clip.wav] [--runs 3] [--latency-runs 50]
 
 - cold start: wall time of a fresh ``python predict.py --file CLIP --backend B``
   (interpreter, imports, model load, decoding, features, one answer), median of --runs;
@@ -29,10 +29,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # before numpy: BLAS thread
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
-from backends import FILES  # noqa: E402
+from core.backends import FILES  # noqa: E402
 
 
 def parse_args(argv=None):

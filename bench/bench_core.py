@@ -1,6 +1,6 @@
 """Benchmark of the core pipeline on the real dataset: features (cold and cached), training, prediction.
 
-    python bench/bench_core.py [--source ../shared/data/animal-sound-dataset] [--work DIR] [--epochs 30]
+    python -m bench.bench_core [--source ../shared/data/animal-sound-dataset] [--work DIR] [--epochs 30]
 
 Imports the dataset into a fresh data directory, times feature extraction with
 an empty cache and again with the cache filled, trains the baseline through the
@@ -24,11 +24,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import baseline  # noqa: E402
 import common  # noqa: E402
-from dataset import load_splits  # noqa: E402
+from core.dataset import load_splits  # noqa: E402
 
 TARGETS = {"cold_features_s": 60.0, "cached_features_s": 5.0, "predict_ms": 20.0}
 RESULTS = ROOT / "bench" / "results" / "core.json"

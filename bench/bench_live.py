@@ -1,6 +1,6 @@
 """Benchmark live classification: processing time per hop, real-time factor, onset-to-label latency.
 
-    python bench/bench_live.py [--model-dir model/baseline] [--seconds 30]
+    python -m bench.bench_live [--model-dir model/baseline] [--seconds 30]
 
 Audio is fed to live_predict's pipeline the way a 44.1 kHz microphone delivers
 it (50 ms chunks, resampled in the pipeline), as fast as the pipeline takes it:
@@ -21,18 +21,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as live_predict: no BLAS 
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
 import live_predict  # noqa: E402
-from backends import BACKENDS  # noqa: E402
+from core.backends import BACKENDS  # noqa: E402
 
 RATE = 44100   # a typical microphone's native rate
 

@@ -1,7 +1,7 @@
 """Train every variant on one split for several seeds and print one comparison table.
 
-    python bench/compare.py                                   # all five variants, seeds 42 43 44
-    python bench/compare.py --variants baseline enhance --seeds 42
+    python -m bench.compare                                   # all five variants, seeds 42 43 44
+    python -m bench.compare --variants baseline enhance --seeds 42
 
 The dataset is imported once (split seed 42) from --source into --work; each
 variant script then runs as a user would run it (a subprocess with
@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 import common  # noqa: E402
-from backends import MODEL_FILE  # noqa: E402
+from core.backends import MODEL_FILE  # noqa: E402
 
 VARIANTS = {"baseline": "baseline.py", "mix_noise": "mix_noise.py", "alexnet": "train_alexnet.py",
             "transformer": "enhance_transformer.py", "enhance": "enhance.py"}

@@ -1,9 +1,9 @@
 """Export every variant to ONNX and int8 TFLite and print one parity table.
 
-    python bench/export_all.py                       # the seed-42 models of bench/compare.py
-    python bench/export_all.py --seeds 42 43 44      # all fifteen
-    python bench/export_all.py --quantization dynamic-range   # the converter's own int8 scheme
-    python bench/export_all.py --model-dirs model/baseline model/enhance
+    python -m bench.export_all                       # the seed-42 models of bench/compare.py
+    python -m bench.export_all --seeds 42 43 44      # all fifteen
+    python -m bench.export_all --quantization dynamic-range   # the converter's own int8 scheme
+    python -m bench.export_all --model-dirs model/baseline model/enhance
 
 Runs export.py on each model directory as a user would (it checks parity on
 that model's own Test split and writes export.json), then collects the
@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 import common  # noqa: E402
 import export  # noqa: E402
-from backends import FILES  # noqa: E402
+from core.backends import FILES  # noqa: E402
 
 COMPARE_MODELS = ROOT / "bench" / "results" / "compare" / "model"
 VARIANTS = ("baseline", "mix_noise", "alexnet", "transformer", "enhance")

@@ -1,6 +1,5 @@
 """Shared fixtures: tiny generated recordings and datasets (no audio is committed)."""
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
 
@@ -67,7 +65,7 @@ def source_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory, source_dataset) -> Path:
     """An imported Animals_Sounds/ tree (Training/Test split) with two noise files."""
-    from dataset import import_dataset
+    from core.dataset import import_dataset
     d = tmp_path_factory.mktemp("data") / "Animals_Sounds"
     import_dataset(source_dataset, d, test_size=0.25, seed=0)
     rng = np.random.default_rng(1)

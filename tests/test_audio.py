@@ -1,9 +1,9 @@
 """Audio input and noise mixing: SNR calibration, synthetic wind, the noise bank, refused inputs."""
 import numpy as np
 import pytest
-
-from audio import AudioError, active_power, fit_noise, load_audio, load_noise_bank, mix_at_snr, synthetic_wind
 from conftest import BAD_INPUTS, tone, write_bad_inputs, write_truncated_wav, write_wav
+
+from core.audio import AudioError, active_power, fit_noise, load_audio, load_noise_bank, mix_at_snr, synthetic_wind
 
 SR = 16000
 

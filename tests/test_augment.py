@@ -1,9 +1,9 @@
 """SpecAugment, mixup and the on-the-fly waveform augmentation."""
 import numpy as np
-
-from augment import WaveAugment, mixup, spec_augment, spectral_tilt
 from conftest import tone
-from features import FeatureConfig
+
+from core.augment import WaveAugment, mixup, spec_augment, spectral_tilt
+from core.features import FeatureConfig
 
 
 def test_spec_augment_masks_only_real_frames():

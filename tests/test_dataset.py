@@ -3,12 +3,18 @@ import csv
 
 import numpy as np
 import pytest
+from conftest import BAD_INPUTS, tone, write_bad_inputs, write_stray_files, write_truncated_wav, write_wav, zip_folder
 
-from dataset import (DatasetError, canonical_class, class_weights, group_split, import_dataset, import_noise,
-                     load_splits)
-from conftest import (BAD_INPUTS, tone, write_bad_inputs, write_stray_files, write_truncated_wav, write_wav,
-                      zip_folder)
-from features import FeatureConfig
+from core.dataset import (
+    DatasetError,
+    canonical_class,
+    class_weights,
+    group_split,
+    import_dataset,
+    import_noise,
+    load_splits,
+)
+from core.features import FeatureConfig
 
 CFG = FeatureConfig()
 
@@ -138,7 +144,7 @@ def test_class_weights_balance_the_loss():
 @pytest.mark.parametrize("balance, rare_share", [(0.0, 0.1), (0.5, 0.25), (1.0, 0.5)])
 def test_balanced_batches_draw_rare_classes_more_often(balance, rare_share):
     pytest.importorskip("keras")
-    from training import make_batches
+    from core.training import make_batches
     y = np.array([0] * 90 + [1] * 10)
     batches = make_batches(lambda idx, rng: idx[:, None].astype(np.float32), y, 2, 10, seed=0, balance=balance)
     drawn = []

@@ -5,13 +5,13 @@ import os
 
 import keras
 import pytest
+from conftest import tone, train_args, write_wav, zip_folder
 
 import baseline
 import common
 import download_data
 import predict
-import reports
-from conftest import tone, train_args, write_wav, zip_folder
+from core import reports
 
 CHARTS = ["chart1_precision_per_class.png", "chart2_recall_per_class.png", "chart3_f1_per_class.png",
           "chart4_test_accuracy.png", "chart5_macro_vs_weighted_f1.png"]

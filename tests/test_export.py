@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, tone, write_wav
 
-import backends
 import export
+from core import backends
 
 
 def run_export(model_dir: Path, data_dir: Path, cache: Path) -> str:
@@ -35,7 +34,7 @@ def exported(tmp_path_factory, trained_model_dir, data_dir):
 
 @pytest.fixture(scope="module")
 def split_features(data_dir, trained_model_dir, tmp_path_factory):
-    from inference import read_model_config
+    from core.inference import read_model_config
     return export.load_test_split(read_model_config(trained_model_dir), data_dir,
                                   tmp_path_factory.mktemp("cache"))
 
@@ -266,7 +265,7 @@ def test_numpy_log_mel_matches_librosa():
     """features.log_mel is numpy so that prediction starts without librosa; it must stay librosa's front end."""
     import librosa
 
-    from features import FeatureConfig, log_mel
+    from core.features import FeatureConfig, log_mel
     cfg = FeatureConfig()
     for y in (tone("chirp", 2.0), tone("bark", 0.7, seed=3), tone("moo", 0.05)):
         ref = librosa.power_to_db(librosa.feature.melspectrogram(

@@ -4,11 +4,12 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-
-import dataset
-from audio import load_audio
 from conftest import tone, write_wav
-from features import FeatureCache, FeatureConfig, clip_features, iter_windows, log_mel, n_real_frames
+
+from core import dataset
+from core.audio import load_audio
+from core.features import FeatureCache, FeatureConfig, clip_features, log_mel, n_real_frames
+from core.windows import iter_windows
 
 CFG = FeatureConfig()
 SR = CFG.sr

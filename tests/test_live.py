@@ -1,18 +1,21 @@
 """live_predict.py: the streaming pipeline, driven by a file source and by a fake PyAudio device."""
+import json
 import re
+import shutil
 import sys
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tone, write_wav
 
-import audio_sources
 import live_predict
 import predict
-from features import FeatureConfig, iter_windows
+from core import audio_sources
+from core.features import FeatureConfig
+from core.windows import SlidingWindows, iter_windows
 
 HOP_LINE = re.compile(r"^\s+([\d.]+)-\s*([\d.]+) s\s+(\S+)\s+([\d.]+)?", re.M)
 
@@ -108,7 +111,7 @@ def test_windows_match_iter_windows_sample_for_sample(tmp_path, seconds, window,
     cfg = FeatureConfig()
     path = write_wav(tmp_path / "x.wav", tone("chirp", seconds, 22050), 22050)
     expected = list(iter_windows(path, cfg, window, hop))
-    windows = live_predict.SlidingWindows(int(round(window * cfg.sr)), int(round(hop * cfg.sr)))
+    windows = SlidingWindows(int(round(window * cfg.sr)), int(round(hop * cfg.sr)))
     got = [w for c in audio_sources.FileSource(path, realtime=False, chunk_seconds=chunk).chunks()
            for w in windows.push(c)] + list(windows.finish())
     assert [(round(a * cfg.sr), round(b * cfg.sr)) for a, b, _ in expected] == [(a, b) for a, b, _ in got]
@@ -260,3 +263,25 @@ def test_fallback_file_and_missing_fallback(trained_model_dir, sequence_wav, tmp
     assert len(hops(capsys.readouterr().out)) == 2
     assert live(trained_model_dir, "--data-dir", tmp_path) == \
         f"error: {tmp_path / 'Test'}: no clips to fall back on (pass --fallback-file)"
+
+
+def test_fallback_uses_the_models_dataset_from_any_folder(trained_model_dir, data_dir, tmp_path, monkeypatch, capsys):
+    """Run from a folder without Animals_Sounds/ and without --data-dir: the model's recorded data is used."""
+    monkeypatch.setitem(sys.modules, "pyaudio", None)
+    monkeypatch.chdir(tmp_path)
+    model_dir = trained_model_dir.resolve()
+    assert live(model_dir, "--seconds", "5") is None
+    warning = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:"))
+    assert f"streaming {data_dir.resolve() / 'Test'}" in warning
+
+
+def test_fallback_error_names_every_folder_tried(trained_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyaudio", None)
+    model_dir = tmp_path / "moved_model"
+    shutil.copytree(trained_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["data_dir"] = str(tmp_path / "gone")
+    (model_dir / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    assert live(model_dir) == (f"error: {tmp_path / 'gone' / 'Test'} or {Path('Animals_Sounds') / 'Test'}: "
+                               "no clips to fall back on (pass --fallback-file)")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
-protonet = pytest.importorskip("protonet")
+from core import layers, losses  # noqa: E402  (after the skip: both import Keras)
 
 
 def value(t):
@@ -23,13 +23,13 @@ def test_nt_xent_matches_hand_computation():
     b1 = -math.log(e(1.2) / (e(1.2) + e(1.6) + e(-1.6)))     # sims to a1, a2, b2: .6, .8, -.8
     b2 = -math.log(e(-2.0) / (e(0.0) + e(-2.0) + e(-1.6)))   # sims to a1, a2, b1: 0, -1, -.8
     expected = (a1 + a2 + b1 + b2) / 4
-    assert value(protonet.nt_xent_loss(z1, z2, temperature=0.5)) == pytest.approx(expected, rel=1e-5)
+    assert value(losses.nt_xent_loss(z1, z2, temperature=0.5)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_nt_xent_is_low_for_matching_views_and_high_for_swapped_ones():
     z = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
-    matched = value(protonet.nt_xent_loss(z, z, temperature=0.1))
-    swapped = value(protonet.nt_xent_loss(z, z[::-1].copy(), temperature=0.1))
+    matched = value(losses.nt_xent_loss(z, z, temperature=0.1))
+    swapped = value(losses.nt_xent_loss(z, z[::-1].copy(), temperature=0.1))
     # matched: each view's partner has sim 1, the two others 0: log(1 + 2 exp(-10))
     assert matched == pytest.approx(math.log(1 + 2 * math.exp(-10)), abs=1e-6)   # float32 near 0
     assert swapped > 9.0
@@ -45,19 +45,19 @@ def test_prototypical_loss_matches_hand_computation():
     expected = np.mean([-math.log(e(-1) / (e(-1) + e(-5))),
                         -math.log(e(-0.25) / (e(-13.25) + e(-0.25))),
                         -math.log(e(-4.01) / (e(-4.01) + e(-1.81)))])
-    loss, accuracy = protonet.prototypical_loss(support, support_labels, query, query_labels, 2)
+    loss, accuracy = losses.prototypical_loss(support, support_labels, query, query_labels, 2)
     assert value(loss) == pytest.approx(expected, rel=1e-5)
     assert value(accuracy) == pytest.approx(2 / 3)
 
 
 def test_class_prototypes_are_class_means():
     emb = np.array([[0, 0], [2, 0], [0, 2], [0, 4], [5, 5]], np.float32)
-    got = np.asarray(protonet.class_prototypes(emb, np.array([0, 0, 1, 1, 2]), 3))
+    got = np.asarray(losses.class_prototypes(emb, np.array([0, 0, 1, 1, 2]), 3))
     np.testing.assert_allclose(got, [[1, 0], [0, 3], [5, 5]])
 
 
 def test_prototype_head_gives_softmax_of_negative_squared_distance():
-    head = protonet.PrototypeHead(2)
+    head = layers.PrototypeHead(2)
     x = np.array([[1.0, 1.0]], np.float32)
     head.build(x.shape)
     head.set_prototypes(np.array([[1, 0], [0, 3]], np.float32))
@@ -70,6 +70,6 @@ def test_prototype_head_gives_softmax_of_negative_squared_distance():
 def test_masked_mean_pooling_ignores_padding_tokens():
     tokens = np.array([[[1.0], [3.0], [100.0]]], np.float32)
     patches = np.array([[[0.5, 0.0], [0.0, -1.0], [0.0, 0.0]]], np.float32)   # third token is padding
-    assert np.asarray(protonet.MaskedMeanPooling()([tokens, patches]))[0, 0] == pytest.approx(2.0)
+    assert np.asarray(layers.MaskedMeanPooling()([tokens, patches]))[0, 0] == pytest.approx(2.0)
     silent = np.zeros_like(patches)                                           # no sound: plain mean
-    assert np.asarray(protonet.MaskedMeanPooling()([tokens, silent]))[0, 0] == pytest.approx(104 / 3)
+    assert np.asarray(layers.MaskedMeanPooling()([tokens, silent]))[0, 0] == pytest.approx(104 / 3)

@@ -8,11 +8,11 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import BAD_INPUTS, tone, write_bad_inputs, write_stray_files, write_truncated_wav, write_wav
 
 import predict
-from conftest import BAD_INPUTS, tone, write_bad_inputs, write_stray_files, write_truncated_wav, write_wav
-from inference import default_model_dir
-from reports import append_result, result_row
+from core.inference import default_model_dir
+from core.reports import append_result, result_row
 
 CLASSES = ["bird", "cow", "dog"]
 

@@ -2,10 +2,10 @@
 import csv
 
 import pytest
-
-from audio import load_noise_bank
 from conftest import SHARED
-from dataset import CLASS_NAMES, import_dataset
+
+from core.audio import load_noise_bank
+from core.dataset import CLASS_NAMES, import_dataset
 
 DATASET = SHARED / "animal-sound-dataset"
 WIND = SHARED / "noise" / "wind"

@@ -3,8 +3,7 @@ import json
 
 import numpy as np
 import pytest
-
-from conftest import train_args, write_wav, tone
+from conftest import tone, train_args, write_wav
 
 keras = pytest.importorskip("keras")
 
@@ -80,7 +79,7 @@ def test_enhance_ignores_padding_and_reloads_safely(tmp_path):
 
 
 def test_masked_mean_max_pooling_by_hand():
-    from masking import FrameMask, MaskedMeanMaxPooling
+    from core.layers import FrameMask, MaskedMeanMaxPooling
     x = np.array([[[1.0, -2.0], [3.0, -4.0], [100.0, 100.0]],
                   [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]]], np.float32)
     mask = np.array([[[1.0], [1.0], [0.0]], [[0.0], [0.0], [0.0]]], np.float32)

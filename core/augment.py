@@ -10,8 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from audio import mix_at_snr
-from features import FeatureConfig, clip_features, n_real_frames
+from .audio import mix_at_snr
+from .features import FeatureConfig, clip_features, n_real_frames
 
 
 def spec_augment(x: np.ndarray, rng: np.random.Generator, time_masks: int = 2, max_time: int = 40,

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from audio import AudioError, is_audio_file, is_stray, load_audio, warn
-from features import FeatureCache, FeatureConfig, clip_features, file_hash
+from .audio import AudioError, is_audio_file, is_stray, load_audio, warn
+from .features import FeatureCache, FeatureConfig, clip_features, file_hash
 
 DATASET_URL = "https://github.com/YashNita/Animal-Sound-Dataset/archive/refs/heads/master.zip"
 CLASS_NAMES = {  # the published folders are Turkish; -Part1/-Part2 halves merge into one class

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backends import ModelDirError, load_predictor
-from features import FEATURE_VERSION, FeatureConfig, clip_features, iter_windows
-from reports import latest_runs
+from .backends import ModelDirError, load_predictor
+from .features import FEATURE_VERSION, FeatureConfig, clip_features
+from .reports import latest_runs
+from .windows import iter_windows
 
 
 def read_model_config(model_dir) -> dict:

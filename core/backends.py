@@ -38,7 +38,7 @@ class KerasPredictor:
     def __init__(self, path: Path):
         import keras
 
-        import masking  # noqa: F401  registers the custom layers of enhance and the transformer for loading
+        from . import layers  # noqa: F401  registers the custom layers saved models use
         try:
             self.model = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as e:

@@ -1,4 +1,4 @@
-"""Log-Mel features, the analysis windows that cut long recordings, and the on-disk cache.
+"""Log-Mel features and the on-disk cache.
 
 One front end (librosa's: Slaney mel, centred frames) serves training and
 inference alike; its parameters live in :class:`FeatureConfig`, which is
@@ -15,11 +15,8 @@ import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-
-from audio import check_clip, stream_audio
 
 FEATURE_VERSION = 1  # bump when the meaning of the features changes, so old models are refused
 
@@ -130,37 +127,6 @@ def clip_features(y: np.ndarray, cfg: FeatureConfig, n_frames: int | None = None
     shorter excerpts passes their length.
     """
     return normalize_frames(log_mel(y[:cfg.window_samples], cfg), n_frames or cfg.n_frames)
-
-
-def iter_windows(path, cfg: FeatureConfig, window_seconds: float | None = None,
-                 hop_seconds: float | None = None) -> Iterator[tuple[float, float, np.ndarray]]:
-    """Yield (start_s, end_s, audio) analysis windows of a recording of any length.
-
-    Windows are ``window_seconds`` long (default: the model's 500-frame span) and
-    start every ``hop_seconds`` (default: half a window); the last one reaches
-    the end of the file. Audio is streamed, so memory stays bounded by one
-    window plus one read block even for an hour-long file.
-    """
-    window = int(round((window_seconds or cfg.window_seconds) * cfg.sr))
-    hop = int(round((hop_seconds or (window / cfg.sr) / 2) * cfg.sr))
-    if not 0 < hop:
-        raise ValueError("hop must be positive")
-    buffer, offset = np.zeros(0, np.float32), 0   # offset: file sample index of buffer[0]
-    next_start, covered, total = 0, 0, 0           # covered: end of the last window yielded
-    for block in stream_audio(path, cfg.sr, block_seconds=max(window, hop) / cfg.sr):
-        buffer = np.concatenate([buffer, block])
-        total += len(block)
-        while next_start + window <= total and covered < total:
-            a = next_start - offset
-            yield next_start / cfg.sr, (next_start + window) / cfg.sr, buffer[a:a + window]
-            covered, next_start = next_start + window, next_start + hop
-        drop = min(len(buffer), max(0, next_start - offset))
-        buffer, offset = buffer[drop:], offset + drop
-    if covered == 0:                       # the whole file is shorter than one window
-        check_clip(buffer, cfg.sr, path)
-        yield 0.0, total / cfg.sr, buffer
-    elif covered < total and next_start < total:   # a last, shorter window reaches the end
-        yield next_start / cfg.sr, total / cfg.sr, buffer[next_start - offset:]
 
 
 class FeatureCache:

@@ -117,13 +117,12 @@ def stream_audio(path, sr: int = 16000, block_seconds: float = 30.0) -> Iterator
     import soxr
     path = Path(path)
     _check_path(path)
-    resampler, native_rate = None, None
+    resampler = None
     for block, native in _native_blocks(path, int(block_seconds * sr), sr):
         if native == sr:
             yield block
             continue
         if resampler is None:
-            native_rate = native
             resampler = soxr.ResampleStream(native, sr, 1, dtype="float32", quality="HQ")
         yield resampler.resample_chunk(block, last=False)
     if resampler is not None:

@@ -18,11 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audio import load_noise_bank
-from dataset import (DATASET_URL, DataSplits, DatasetError, class_weights, download_archive, import_dataset,
-                     load_splits, DEFAULT_CACHE)
-from features import FeatureConfig
-from reports import append_result, evaluate, result_row, swap_in_dir, write_charts, write_model_artifacts
+from .audio import load_noise_bank
+from .dataset import (
+    DATASET_URL,
+    DEFAULT_CACHE,
+    DatasetError,
+    DataSplits,
+    class_weights,
+    download_archive,
+    import_dataset,
+    load_splits,
+)
+from .features import FeatureConfig
+from .reports import append_result, evaluate, result_row, swap_in_dir, write_charts, write_model_artifacts
 
 
 def make_parser(variant: str, description: str, epochs: int = 30, batch_size: int = 32,
@@ -186,7 +194,7 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False) -> di
                        epochs_run=len(history), parameters=int(model.count_params()))
         config = {"variant": variant, "features": cfg.to_dict(), "classes": data.classes,
                   "input_shape": [cfg.n_frames, cfg.n_mels], "seed": args.seed,
-                  "data_manifest_hash": data.manifest_hash, "data_dir": str(args.data_dir),
+                  "data_manifest_hash": data.manifest_hash, "data_dir": str(args.data_dir.resolve()),
                   "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                   "keras_version": keras.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_model_artifacts(staging, model, config, metrics, report, cm, history)

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from audio import stream_audio, warn
+from .audio import stream_audio, warn
 
 PA_INPUT_OVERFLOWED = -9981   # PortAudio's paInputOverflowed: input arrived faster than it was read
 

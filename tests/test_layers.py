@@ -1,0 +1,31 @@
+"""The custom layers' registered names: saved models refer to them, so they must never change."""
+import pytest
+
+keras = pytest.importorskip("keras")
+from core import layers  # noqa: E402  (after the skip: it imports Keras)
+
+# What every model trained so far has in its config.json (as "registered_name").
+SAVED_NAMES = {"animal_sounds>FrameMask", "animal_sounds>MaskedMaxPooling1D", "animal_sounds>MaskedMeanMaxPooling",
+               "animal_sounds>PositionEmbedding", "animal_sounds>MaskedMeanPooling", "animal_sounds>PrototypeHead"}
+
+
+def test_registered_names_are_the_ones_saved_models_use():
+    assert {keras.saving.get_registered_name(c) for c in layers.REGISTERED_LAYERS} == SAVED_NAMES
+    for name in SAVED_NAMES:
+        assert keras.saving.get_registered_object(name).__name__ == name.split(">")[1]
+
+
+def test_a_saved_model_reloads_by_registered_name(tmp_path):
+    """A model using the masked layers round-trips through a .keras file in safe mode."""
+    import numpy as np
+    x = keras.Input((6, 3))
+    mask = layers.FrameMask()(x)
+    pooled, mask = layers.MaskedMaxPooling1D()([x, mask])
+    model = keras.Model(x, layers.MaskedMeanMaxPooling()([pooled, mask]))
+    model.save(tmp_path / "m.keras")
+    batch = np.zeros((1, 6, 3), np.float32)
+    batch[0, :3] = [[1, -2, 3], [4, 5, -6], [0.5, 0, 0]]
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_array_equal(reloaded.predict_on_batch(batch), model.predict_on_batch(batch))
+    # real frames pool pairwise to [4, 5, 3] and [0.5, 0, 0]: mean [2.25, 2.5, 1.5], max [4, 5, 3]
+    np.testing.assert_allclose(model.predict_on_batch(batch)[0], [2.25, 2.5, 1.5, 4, 5, 3])
