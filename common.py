@@ -26,56 +26,20 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from core.audio import (  # noqa: E402,F401
-                        AUDIO_EXTENSIONS,
-                        AudioError,
-                        active_power,
-                        fit_noise,
-                        is_audio_file,
-                        load_audio,
-                        load_noise_bank,
-                        mix_at_snr,
-                        stream_audio,
-                        synthetic_wind,
-                        warn,
-)
-from core.audio_sources import (  # noqa: E402,F401
-                        AudioSource,
-                        FileSource,
-                        MicrophoneSource,
-                        SourceLost,
-                        SourceUnavailable,
-                        list_input_devices,
-)
+from core.audio import (AUDIO_EXTENSIONS, AudioError, active_power, fit_noise, is_audio_file,  # noqa: E402,F401
+                        load_audio, load_noise_bank, mix_at_snr, stream_audio, synthetic_wind, warn)
+from core.audio_sources import (AudioSource, FileSource, MicrophoneSource, SourceLost,  # noqa: E402,F401
+                                SourceUnavailable, list_input_devices)
 from core.augment import WaveAugment, mixup, random_crop, spec_augment, time_shift  # noqa: E402,F401
-from core.backends import (  # noqa: E402,F401
-                        BACKENDS,
-                        FILES,
-                        MODEL_FILE,
-                        ONNX_FILE,
-                        TFLITE_FILE,
-                        ModelDirError,
-                        OnnxPredictor,
-                        TFLitePredictor,
-)
-from core.dataset import (  # noqa: E402,F401
-                        CLASS_NAMES,
-                        DATASET_URL,
-                        DEFAULT_CACHE,
-                        DatasetError,
-                        DataSplits,
-                        canonical_class,
-                        class_weights,
-                        download_archive,
-                        group_split,
-                        import_dataset,
-                        import_noise,
-                        list_class_files,
-                        load_clips,
-                        load_splits,
-)
-from core.features import FeatureCache, FeatureConfig, clip_features, file_hash, log_mel, n_real_frames  # noqa: E402,F401
+from core.backends import (BACKENDS, FILES, MODEL_FILE, ONNX_FILE, TFLITE_FILE, VIEW_OUTPUTS,  # noqa: E402,F401
+                           ModelDirError, OnnxPredictor, TFLitePredictor)
+from core.dataset import (CLASS_NAMES, DATASET_URL, DEFAULT_CACHE, DataSplits, DatasetError,  # noqa: E402,F401
+                          canonical_class, class_weights, download_archive, group_split, import_dataset,
+                          import_noise, list_class_files, load_clips, load_splits)
+from core.features import (FeatureCache, FeatureConfig, clip_features, file_hash, log_mel,  # noqa: E402,F401
+                           n_real_frames)
 from core.inference import Classifier, default_model_dir, read_model_config  # noqa: E402,F401
 from core.reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
-from core.training import fit_classifier, make_batches, make_parser, noise_bank, one_hot, run_experiment  # noqa: E402,F401
+from core.training import (fit_classifier, make_batches, make_parser, noise_bank, one_hot,  # noqa: E402,F401
+                           run_experiment)
 from core.windows import SlidingWindows, iter_windows  # noqa: E402,F401

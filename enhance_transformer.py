@@ -38,8 +38,9 @@ import common
 
 
 def make_parser():
+    # ProtoNet episodes sample classes, so a uniform target would never be trained: negatives get a prototype
     p = common.make_parser("enhance_transformer", __doc__.splitlines()[0], epochs=20, batch_size=64, lr=3e-4,
-                           patience=5)
+                           patience=5, outliers="background")
     g = p.add_argument_group("transformer / SimCLR / ProtoNet")
     g.add_argument("--patch", type=int, default=10, help="frames per token")
     g.add_argument("--d-model", type=int, default=64)

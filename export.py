@@ -69,7 +69,7 @@ def input_spec(shape: tuple, batch):
 
 
 def inference_model(model):
-    """``model`` inside a functional wrapper that calls it with training=False (weights are shared).
+    """``model`` (the logits and embedding view) in a functional wrapper that calls it with training=False.
 
     model.export traces ``model.__call__`` with training unset, and then Keras'
     random layers (augmentation, noise, the dropout inside attention) still
@@ -135,7 +135,9 @@ def export_tflite(model, shape: tuple, path: Path, quantization: str) -> None:
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".saved_model-") as saved:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[input_spec(shape, 1)])
+        # the signature names the outputs, and backends.TFLitePredictor takes them by these names
+        archive.add_endpoint("serve", lambda x: dict(zip(common.VIEW_OUTPUTS, model(x, training=False))),
+                             input_signature=[input_spec(shape, 1)])
         archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         if quantization == "dynamic-range":
@@ -328,7 +330,7 @@ def main(argv=None):
         # everything is built and checked in a hidden staging folder, then renamed into place
         with tempfile.TemporaryDirectory(dir=args.model_dir, prefix=".export-") as tmp:
             staging, start = Path(tmp), time.time()
-            model = inference_model(clf.predictor.model)
+            model = inference_model(clf.predictor.view)   # outputs: logits, embedding
             export_onnx(model, shape, staging / common.ONNX_FILE)
             export_tflite(model, shape, staging / common.TFLITE_FILE, args.quantization)
             seconds = time.time() - start

@@ -8,7 +8,8 @@
 Audio is captured at the device's native rate, resampled to the model's rate,
 kept in a ring buffer, and every hop the latest window is classified with the
 features the model was trained with. One line per hop: the window, the label
-(smoothed over the last --smooth hops, or "silence" below --gate-db), its
+(smoothed over the last --smooth hops; "silence" below --gate-db; "unknown"
+when the model's open-set score rejects the window, unless --no-reject), its
 confidence, and a meter of the input level over the last hop.
 
 Without PyAudio, without an input device, or when the device refuses to open,
@@ -62,6 +63,10 @@ def parse_args(argv=None):
     p.add_argument("--gate-db", type=gate_db, default=-50.0,
                    help="windows whose loudest 50 ms stays below this level (dBFS) are reported as "
                         "silence, not classified; 'off' disables the gate (default: %(default)s)")
+    p.add_argument("--no-reject", action="store_true",
+                   help="always name the most probable class, never 'unknown'")
+    p.add_argument("--reject-threshold", type=float,
+                   help="OOD score above which a window is 'unknown' (default: the model's, set on validation)")
     p.add_argument("--seconds", type=float, help="stop after this much audio (default: run until Ctrl-C)")
     p.add_argument("--no-realtime", action="store_true",
                    help="stream a file as fast as possible instead of at its real pace (tests, benchmarks)")
@@ -108,7 +113,7 @@ class LivePipeline:
                           soxr.ResampleStream(source_rate, sr, 1, dtype="float32", quality="HQ"))
         self.hop = int(round(hop_seconds * sr))
         self.windows = common.SlidingWindows(int(round(window_seconds * sr)), self.hop)
-        self.recent = collections.deque(maxlen=smooth)   # probabilities of the last hops since a silence
+        self.recent = collections.deque(maxlen=smooth)   # (probabilities, OOD score) of the last hops since a silence
 
     def feed(self, chunk: np.ndarray) -> list[Hop]:
         """The hops that a chunk of native-rate audio completes (often none)."""
@@ -125,7 +130,11 @@ class LivePipeline:
         return hops + [self.classify(*w) for w in self.windows.finish()]
 
     def classify(self, start: int, end: int, audio: np.ndarray) -> Hop:
-        """Decide one window: silence below the gate, else the class of the smoothed probabilities."""
+        """Decide one window: silence below the gate, else the smoothed class, or unknown.
+
+        Probabilities and OOD scores are both averaged over the last hops, so a
+        single odd window neither flips the label nor turns it into "unknown".
+        """
         sr, frame = self.cfg.sr, int(LEVEL_FRAME_SECONDS * self.cfg.sr)
         levels = frame_levels_db(audio, frame)
         # The gate looks at the whole window (a call 2 s ago is still in it); the meter at what is heard now.
@@ -133,10 +142,12 @@ class LivePipeline:
         if levels.max() < self.gate_db:
             self.recent.clear()   # a pause ends the smoothing: the next sound is not averaged with the last
             return Hop(label="silence", confidence=None, **span)
-        self.recent.append(self.clf.predict_features(common.clip_features(audio, self.cfg)[None])[0])
-        mean = np.mean(self.recent, axis=0)
-        best = int(mean.argmax())
-        return Hop(label=self.clf.classes[best], confidence=float(mean[best]), **span)
+        probs, scores = self.clf.analyse(common.clip_features(audio, self.cfg)[None])
+        self.recent.append((probs[0], None if scores is None else scores[0]))
+        mean = np.mean([p for p, _ in self.recent], axis=0)
+        score = None if scores is None else float(np.mean([s for _, s in self.recent]))
+        label, confidence = self.clf.decide(mean, score)
+        return Hop(label=label, confidence=confidence, **span)
 
 
 # ---------------------------------------------------------------- running it
@@ -248,7 +259,8 @@ def main(argv=None):
         return
     # The model loads and warms up before the stream opens: the device's buffer would overflow meanwhile.
     try:
-        clf = common.Classifier(args.model_dir or common.default_model_dir(), args.backend)
+        clf = common.Classifier(args.model_dir or common.default_model_dir(), args.backend,
+                                reject=not args.no_reject, threshold=args.reject_threshold)
     except common.ModelDirError as e:
         sys.exit(f"error: {e}")
     warm_up(clf, args.window_seconds)

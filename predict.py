@@ -31,20 +31,29 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=common.BACKENDS, default="auto",
                    help="model runtime; auto: onnx, else tflite, else keras, whichever the model directory has")
     p.add_argument("--top-k", type=int, default=3, help="classes listed for --file")
-    p.add_argument("--csv", type=Path, help="with --dir: write file,label,confidence,<class...> rows here")
+    p.add_argument("--csv", type=Path, help="with --dir: write file,label,confidence,<class...>,ood_score rows here")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--timeline", action="store_true", help="also list each analysis window's label")
     p.add_argument("--window-seconds", type=float, help="analysis window (default: the model's 16 s span)")
     p.add_argument("--hop-seconds", type=float, help="window hop (default: half a window)")
+    p.add_argument("--no-reject", action="store_true", help="always name the most probable class, never 'unknown'")
+    p.add_argument("--reject-threshold", type=float,
+                   help="OOD score above which a window is 'unknown' (default: the model's, set on validation)")
     return p.parse_args(argv)
 
 
-def result_record(path, probs, windows, classes):
-    best = int(probs.argmax())
-    return {"file": str(path), "label": classes[best], "confidence": round(float(probs[best]), 4),
-            "probabilities": {c: round(float(p), 4) for c, p in zip(classes, probs)},
-            "windows": [{"start": round(a, 2), "end": round(b, 2), "label": classes[int(p.argmax())],
-                         "confidence": round(float(p.max()), 4)} for a, b, p in windows]}
+def rounded(score):
+    return None if score is None else round(float(score), 4)
+
+
+def result_record(path, recording, clf):
+    label, confidence = clf.decide(recording.probs, recording.ood_score)
+    windows = [(w, *clf.decide(w.probs, w.ood_score)) for w in recording.windows]
+    return {"file": str(path), "label": label, "confidence": round(confidence, 4),
+            "ood_score": rounded(recording.ood_score),
+            "probabilities": {c: round(float(p), 4) for c, p in zip(clf.classes, recording.probs)},
+            "windows": [{"start": round(w.start, 2), "end": round(w.end, 2), "label": lab,
+                         "confidence": round(conf, 4), "ood_score": rounded(w.ood_score)} for w, lab, conf in windows]}
 
 
 def print_record(rec, top_k, timeline):
@@ -59,16 +68,17 @@ def print_record(rec, top_k, timeline):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        clf = common.Classifier(args.model_dir or common.default_model_dir(), args.backend)
+        clf = common.Classifier(args.model_dir or common.default_model_dir(), args.backend,
+                                reject=not args.no_reject, threshold=args.reject_threshold)
     except common.ModelDirError as e:
         sys.exit(f"error: {e}")
     window = dict(window_seconds=args.window_seconds, hop_seconds=args.hop_seconds)
     if args.file:
         try:
-            probs, windows = clf.classify_file(args.file, **window)
+            recording = clf.classify(args.file, **window)
         except common.AudioError as e:
             sys.exit(f"error: {e}")
-        rec = result_record(args.file, probs, windows, clf.classes)
+        rec = result_record(args.file, recording, clf)
         if args.json:
             print(json.dumps(rec if args.timeline else {k: v for k, v in rec.items() if k != "windows"}))
         else:
@@ -80,16 +90,16 @@ def main(argv=None):
     records, skipped = [], 0
     for path in tqdm(files, desc="classifying", unit="file", disable=None):
         try:
-            records.append(result_record(path, *clf.classify_file(path, **window), clf.classes))
+            records.append(result_record(path, clf.classify(path, **window), clf))
         except common.AudioError as e:
             common.warn(f"skipping {e}")
             skipped += 1
     if args.csv:
         table = io.StringIO()   # the csv module quotes file names holding commas or quotes
         writer = csv.writer(table, lineterminator="\n")
-        writer.writerow(["file", "label", "confidence", *clf.classes])
-        writer.writerows([r["file"], r["label"], r["confidence"], *(r["probabilities"][c] for c in clf.classes)]
-                         for r in records)
+        writer.writerow(["file", "label", "confidence", *clf.classes, "ood_score"])
+        writer.writerows([r["file"], r["label"], r["confidence"], *(r["probabilities"][c] for c in clf.classes),
+                          r["ood_score"]] for r in records)
         common.atomic_write(args.csv, table.getvalue())
     if args.json:
         print(json.dumps([r if args.timeline else {k: v for k, v in r.items() if k != "windows"}

@@ -21,14 +21,13 @@ Conventions
 ``labels`` are ``(n,)`` integer class indices in ``[0, C)``. Every function is
 pure numpy/scipy and returns new arrays.
 """
-import io
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
-from .reports import atomic_write
+from .reports import save_figure
 
 PROB_FLOOR = 1e-12   # the smallest probability a log is taken of: -log(1e-12) ~ 27.6 nats
 
@@ -220,7 +219,5 @@ def plot_reliability(probs_before, probs_after, labels, path, n_bins: int = 15) 
     axes[0].legend(loc="upper left", fontsize="small")
     fig.tight_layout()
 
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    atomic_write(path, png.getvalue())
+    save_figure(fig, path)
     return path

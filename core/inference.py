@@ -1,13 +1,18 @@
-"""Loading a trained model directory safely, and classifying recordings of any length."""
+"""Loading a trained model directory safely, and classifying recordings of any length (or saying "unknown")."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
+from .audio import warn
 from .backends import ModelDirError, load_predictor
+from .calibration import softmax
 from .features import FEATURE_VERSION, FeatureConfig, clip_features
+from .negatives import BACKGROUND
+from .rejection import EMBEDDING_SCORES, OpenSet
 from .reports import latest_runs
 from .windows import iter_windows
 
@@ -45,16 +50,43 @@ def default_model_dir(root="model") -> Path:
     return Path(root) / "enhance"
 
 
-class Classifier:
-    """A trained model plus the feature front end it was trained with.
+UNKNOWN = "unknown"   # the label of a clip the model rejects as none of its classes
 
-    ``backend`` picks the runtime (see :mod:`backends`): "keras" loads the
+
+@dataclasses.dataclass
+class Window:
+    """One analysis window of a recording: calibrated probabilities and OOD score (None: cannot reject)."""
+    start: float
+    end: float
+    probs: np.ndarray
+    ood_score: float | None
+
+
+@dataclasses.dataclass
+class Recording:
+    """A classified recording: its windows, and the file's probabilities and OOD score drawn from them."""
+    probs: np.ndarray
+    ood_score: float | None
+    windows: list[Window]
+
+
+class Classifier:
+    """A trained model plus the feature front end, calibration and rejection rule it was trained with.
+
+    ``backend`` picks the runtime (see :mod:`core.backends`): "keras" loads the
     ``.keras`` file in safe mode (no deserialised code runs), "onnx" and
     "tflite" the files export.py writes, "auto" the fastest one present. Labels
-    come from ``config.json``: nothing in a model directory is ever unpickled.
+    come from ``config.json`` and arrays from ``.npy`` files: nothing in a
+    model directory is ever unpickled.
+
+    Probabilities are calibrated (temperature scaling) and a clip whose OOD
+    score is above the model's threshold is labelled :data:`UNKNOWN`, unless
+    ``reject`` is False. ``threshold`` overrides the model's threshold. A model
+    trained before open-set rejection existed has neither: it gets its plain
+    softmax and one warning that it cannot reject.
     """
 
-    def __init__(self, model_dir, backend: str = "auto"):
+    def __init__(self, model_dir, backend: str = "auto", reject: bool = True, threshold: float | None = None):
         self.model_dir = Path(model_dir)
         self.config = read_model_config(self.model_dir)
         self.cfg: FeatureConfig = self.config["feature_config"]
@@ -66,24 +98,59 @@ class Classifier:
             raise ModelDirError(f"{self.model_dir} ({self.backend}): model maps {self.predictor.input_shape} to "
                                 f"{self.predictor.n_classes} classes, config says {expected} to "
                                 f"{len(self.classes)}")
+        self.open_set = load_open_set(self.model_dir, self.config)
+        needs_embedding = self.open_set is not None and self.open_set.score in EMBEDDING_SCORES
+        if needs_embedding and not self.predictor.has_embedding:
+            raise ModelDirError(f"{self.model_dir} ({self.backend}): the exported file has no embedding output, "
+                                f"which the {self.open_set.score} score needs; re-run export.py")
+        if reject and self.open_set is None:
+            warn(f"{self.model_dir} was trained before open-set rejection: it cannot say '{UNKNOWN}' "
+                 f"(retrain it to enable)")
+        self.reject = reject and self.open_set is not None
+        self.animals = [i for i, c in enumerate(self.classes) if c != BACKGROUND]
+        self.threshold = (threshold if threshold is not None else
+                          self.open_set.thresholds[self.open_set.score] if self.open_set else None)
+
+    def analyse(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities (n, classes) and OOD scores (n,) (None: no open-set statistics)."""
+        logits, embedding = self.predictor.run(np.asarray(x, np.float32))
+        if self.open_set is None:
+            return softmax(logits), None
+        return self.open_set.probabilities(logits), self.open_set.ood_score(logits, embedding)
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities (n, classes) for a feature batch (n, frames, mels)."""
-        return self.predictor.predict(np.asarray(x, np.float32))
+        """Calibrated class probabilities (n, classes) for a feature batch (n, frames, mels)."""
+        return self.analyse(x)[0]
 
-    def classify_file(self, path, window_seconds: float | None = None, hop_seconds: float | None = None,
-                      batch: int = 16) -> tuple[np.ndarray, list[tuple[float, float, np.ndarray]]]:
-        """Classify a recording of any length: (mean probabilities, [(start_s, end_s, probs)] per window).
+    def decide(self, probs: np.ndarray, ood_score: float | None = None) -> tuple[str, float]:
+        """The label and its confidence: the most probable animal, or :data:`UNKNOWN` when rejected.
+
+        A clip is rejected when its OOD score is above the threshold, or when a
+        reserved background output (``--outliers background``) wins; with
+        ``reject=False`` the most probable animal is named whatever the score.
+        """
+        best = self.animals[int(np.argmax(probs[self.animals]))]
+        background_wins = int(np.argmax(probs)) != best   # a reserved background output is never an animal
+        if self.reject and (background_wins or ood_score is not None and ood_score > self.threshold):
+            return UNKNOWN, float(probs[best])
+        return self.classes[best], float(probs[best])
+
+    def classify(self, path, window_seconds: float | None = None, hop_seconds: float | None = None,
+                 batch: int = 16) -> Recording:
+        """Classify a recording of any length, window by window.
 
         Long recordings are cut into overlapping windows (the model's 16 s span by
-        default) and streamed, so memory stays bounded; the file's probabilities
-        are the mean over its windows.
+        default) and streamed, so memory stays bounded. The recording's OOD score
+        is its most animal-like window's (a call in one window is enough), and
+        its probabilities are the mean over the windows the model accepts (over
+        all of them when it accepts none).
         """
         windows, spans, pending = [], [], []
 
         def flush():
-            probs = self.predict_features(np.stack(pending))
-            windows.extend((a, b, p) for (a, b), p in zip(spans[len(windows):], probs))
+            probs, scores = self.analyse(np.stack(pending))
+            scores = [None] * len(probs) if scores is None else scores.tolist()
+            windows.extend(Window(a, b, p, s) for (a, b), p, s in zip(spans[len(windows):], probs, scores))
             pending.clear()
 
         for start, end, audio in iter_windows(path, self.cfg, window_seconds, hop_seconds):
@@ -93,4 +160,23 @@ class Classifier:
                 flush()
         if pending:
             flush()
-        return np.mean([p for _, _, p in windows], axis=0), windows
+        if windows[0].ood_score is None:
+            return Recording(np.mean([w.probs for w in windows], axis=0), None, windows)
+        accepted = [w for w in windows if self.decide(w.probs, w.ood_score)[0] != UNKNOWN] or windows
+        return Recording(np.mean([w.probs for w in accepted], axis=0), min(w.ood_score for w in windows), windows)
+
+    def classify_file(self, path, window_seconds: float | None = None, hop_seconds: float | None = None,
+                      batch: int = 16) -> tuple[np.ndarray, list[tuple[float, float, np.ndarray]]]:
+        """:meth:`classify` as (probabilities, [(start_s, end_s, probs)] per window)."""
+        recording = self.classify(path, window_seconds, hop_seconds, batch)
+        return recording.probs, [(w.start, w.end, w.probs) for w in recording.windows]
+
+
+def load_open_set(model_dir: Path, config: dict) -> OpenSet | None:
+    """The calibration and rejection statistics of ``model_dir``, or None for a model trained before them."""
+    if "open_set" not in config:
+        return None
+    try:
+        return OpenSet.load(model_dir, config["open_set"])
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise ModelDirError(f"{model_dir}: damaged open-set statistics ({type(e).__name__}: {e})") from None

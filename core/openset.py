@@ -18,11 +18,12 @@ Inputs
 - ``prob_samples``: ``(S, n, C)`` softmax outputs of ``S`` stochastic passes
   (dropout kept on at inference);
 - ``embeddings``: ``(n, D)`` penultimate-layer features of the clips.
+
+scikit-learn is imported inside the functions that fit or evaluate, so that
+scoring at prediction time does not pay its import (about a second).
 """
 import numpy as np
 from scipy.special import entr, logsumexp
-from sklearn.covariance import EmpiricalCovariance, LedoitWolf, ShrunkCovariance
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 SCORES = {
     "msp": "1 - maximum softmax probability (Hendrycks & Gimpel 2017); needs probs",
@@ -168,6 +169,7 @@ def fit_mahalanobis(embeddings, labels, n_classes: int,
     embeddings = np.asarray(embeddings, dtype=np.float64)
     means = _class_means(embeddings, labels, n_classes)
     centred = embeddings - means[np.asarray(labels)]
+    from sklearn.covariance import EmpiricalCovariance, LedoitWolf, ShrunkCovariance
     if shrinkage == "ledoit-wolf":
         estimator = LedoitWolf(assume_centered=True)
     elif shrinkage is None:
@@ -242,6 +244,7 @@ def auroc(in_scores, out_scores) -> float:
     The probability that a random OOD clip scores higher than a random
     in-distribution one (ties count half): 1.0 separates perfectly, 0.5 is chance.
     """
+    from sklearn.metrics import roc_auc_score
     return float(roc_auc_score(*_stack(in_scores, out_scores)))
 
 
@@ -251,6 +254,7 @@ def aupr(in_scores, out_scores) -> float:
     Computed as average precision (:func:`sklearn.metrics.average_precision_score`);
     its chance level is the share of OOD clips, not 0.5.
     """
+    from sklearn.metrics import average_precision_score
     return float(average_precision_score(*_stack(in_scores, out_scores)))
 
 

@@ -71,7 +71,8 @@ def _plt():
     return plt
 
 
-def _save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure to ``path`` as PNG, atomically, and release it."""
     buf = tempfile.SpooledTemporaryFile()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     buf.seek(0)
@@ -92,7 +93,7 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_history(history: pd.DataFrame, path: Path, title: str) -> None:
@@ -106,7 +107,7 @@ def plot_history(history: pd.DataFrame, path: Path, title: str) -> None:
         ax.set_title(key)
         ax.legend()
     fig.suptitle(title)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def write_model_artifacts(staging: Path, model, config: dict, metrics: dict, report: pd.DataFrame,
@@ -171,7 +172,7 @@ def write_charts(results_csv: Path, charts_dir: Path) -> list[Path]:
         ax.set_title(f"Per-class {metric} on Test (latest run of each variant)")
         ax.legend(fontsize=8, ncol=len(reports))
         name = {1: "chart1_precision_per_class", 2: "chart2_recall_per_class", 3: "chart3_f1_per_class"}[n]
-        _save_figure(fig, charts_dir / f"{name}.png")
+        save_figure(fig, charts_dir / f"{name}.png")
         written.append(charts_dir / f"{name}.png")
     labels = [v.replace("_", "\n") for v in runs["variant"]]   # long names would run into each other
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -180,7 +181,7 @@ def write_charts(results_csv: Path, charts_dir: Path) -> list[Path]:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy")
     ax.set_title("Test accuracy by variant (latest run of each)")
-    _save_figure(fig, charts_dir / "chart4_test_accuracy.png")
+    save_figure(fig, charts_dir / "chart4_test_accuracy.png")
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(runs))
     ax.bar(x - 0.2, runs["macro_f1"], 0.4, label="macro F1")
@@ -189,7 +190,7 @@ def write_charts(results_csv: Path, charts_dir: Path) -> list[Path]:
     ax.set_ylim(0, 1.05)
     ax.legend()
     ax.set_title("Macro vs weighted F1 on Test (macro weighs rare classes equally)")
-    _save_figure(fig, charts_dir / "chart5_macro_vs_weighted_f1.png")
+    save_figure(fig, charts_dir / "chart5_macro_vs_weighted_f1.png")
     return written + [charts_dir / "chart4_test_accuracy.png", charts_dir / "chart5_macro_vs_weighted_f1.png"]
 
 

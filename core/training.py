@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .audio import load_noise_bank
+from .calibration import expected_calibration_error, negative_log_likelihood, plot_reliability, softmax
 from .dataset import (
     DATASET_URL,
     DEFAULT_CACHE,
@@ -30,11 +31,14 @@ from .dataset import (
     load_splits,
 )
 from .features import FeatureConfig
+from .negatives import BACKGROUND, DEFAULT_OUTLIERS, OUTLIER_DESIGNS, add_negatives, collect_negatives
+from .openset import accuracy_after_rejection, auroc
+from .rejection import DEFAULT_KEEP, DEFAULT_SCORE, DEPLOYABLE_SCORES, SCORE_PREFERENCE, OpenSet
 from .reports import append_result, evaluate, result_row, swap_in_dir, write_charts, write_model_artifacts
 
 
 def make_parser(variant: str, description: str, epochs: int = 30, batch_size: int = 32,
-                lr: float = 1e-3, patience: int = 8) -> argparse.ArgumentParser:
+                lr: float = 1e-3, patience: int = 8, outliers: str = DEFAULT_OUTLIERS) -> argparse.ArgumentParser:
     """The flags every training script takes; a script adds its own before parsing."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -52,6 +56,16 @@ def make_parser(variant: str, description: str, epochs: int = 30, batch_size: in
     p.add_argument("--charts-dir", type=Path, default=Path("charts"))
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="feature cache")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    p.add_argument("--outliers", choices=OUTLIER_DESIGNS, default=outliers,
+                   help="outlier exposure: train on non-animal sounds (Noise/, synthetic) with a uniform target, "
+                        "or as a reserved background output never reported as an animal")
+    p.add_argument("--ood-score", choices=("auto", *DEPLOYABLE_SCORES), default="auto",
+                   help="the open-set score that decides 'unknown'; auto: the one that best tells the validation "
+                        "negatives from the animals (see README: knowing what it does not know)")
+    p.add_argument("--keep", type=float, default=DEFAULT_KEEP,
+                   help="rejection threshold: the share of validation clips (known classes) it keeps")
+    p.add_argument("--reject-threshold", type=float,
+                   help="a fixed rejection threshold on the --ood-score instead of the --keep rule")
     return p
 
 
@@ -67,11 +81,17 @@ def ensure_dataset(data_dir: Path) -> None:
 
 
 def prepare_data(args, with_audio: bool = False) -> DataSplits:
-    """Load the splits for ``args``, importing the public dataset first if none is there."""
+    """Load the splits for ``args`` (importing the public dataset first if none is there), with negatives."""
     ensure_dataset(args.data_dir)
-    data = load_splits(args.data_dir, FeatureConfig(), args.seed, args.val_size, with_audio, args.cache_dir)
+    cfg = FeatureConfig()
+    data = load_splits(args.data_dir, cfg, args.seed, args.val_size, with_audio, args.cache_dir)
     print(f"data: {len(data.train.y)} train, {len(data.val.y)} validation, {len(data.test.y)} test clips, "
           f"{len(data.classes)} classes" + (f", {data.skipped} unreadable skipped" if data.skipped else ""))
+    if args.outliers != "none":
+        negatives = collect_negatives(args.data_dir, cfg, args.seed)
+        data = add_negatives(data, negatives, cfg, args.outliers, args.seed, args.val_size)
+        print(f"outlier exposure ({args.outliers}): {len(negatives.audio)} negative clips "
+              f"({', '.join(sorted(set(negatives.kinds)))}) added to training and validation")
     return data
 
 
@@ -81,7 +101,12 @@ def noise_bank(args, cfg: FeatureConfig) -> list:
 
 
 def one_hot(y: np.ndarray, n: int) -> np.ndarray:
-    return np.eye(n, dtype=np.float32)[y]
+    """Training targets (len(y), n): one-hot rows, and the uniform distribution for label ``n``.
+
+    Label ``n`` (one past the last output) marks a negative of the ``uniform``
+    outlier design (:mod:`core.negatives`): the model should be unsure on it.
+    """
+    return np.vstack([np.eye(n, dtype=np.float32), np.full((1, n), 1.0 / n, np.float32)])[y]
 
 
 def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int, after=None,
@@ -163,6 +188,50 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
     return frame.drop(columns=[c for c in frame if c == "learning_rate"])
 
 
+def fit_open_set(model, data: DataSplits, args) -> tuple[OpenSet, dict]:
+    """Calibrate ``model`` and fit its rejection rule on Training and validation; measure both on Test.
+
+    Returns the fitted :class:`OpenSet` and a dict with the Test clips'
+    calibrated and uncalibrated probabilities, the validation metrics, and the
+    metrics that go into ``metrics.json``: ECE (15 bins) and NLL before and
+    after temperature scaling, and what rejection costs on Test (accuracy
+    counting rejected clips as errors, and the share rejected).
+    """
+    from .model_views import logits_and_embedding
+    view = logits_and_embedding(model)
+    (_, train_emb), (val_logits, val_emb), (test_logits, test_emb) = (
+        [np.asarray(a) for a in view.predict(part.x, batch_size=64, verbose=0)]
+        for part in (data.train, data.val, data.test))
+    # statistics of the animals only: negatives (and a background output) are what "unknown" is measured against
+    animals = len([c for c in data.classes if c != BACKGROUND])
+    train_known, val_known = data.train.y < animals, data.val.y < animals
+    open_set = OpenSet.fit(train_emb[train_known], data.train.y[train_known], val_logits[val_known],
+                           val_emb[val_known], data.val.y[val_known], animals,
+                           DEFAULT_SCORE if args.ood_score == "auto" else args.ood_score, args.keep)
+    val_ood_auroc = None
+    if not val_known.all():   # validation negatives: how well each score tells them from the animals
+        val_scores = open_set.all_scores(val_logits, val_emb)
+        val_ood_auroc = {name: auroc(s[val_known], s[~val_known]) for name, s in val_scores.items()}
+        if args.ood_score == "auto":   # max() keeps the first of equals, so ties go to the preferred score
+            open_set.score = max(SCORE_PREFERENCE, key=val_ood_auroc.get)
+    if args.reject_threshold is not None:
+        open_set.thresholds[open_set.score] = args.reject_threshold
+    uncalibrated, probs = softmax(test_logits), open_set.probabilities(test_logits)
+    test_scores = open_set.ood_score(test_logits, test_emb)
+    accuracy, rejected = accuracy_after_rejection(probs.argmax(1), data.test.y, test_scores,
+                                                  open_set.thresholds[open_set.score])
+    val_metrics, _, _ = evaluate(open_set.probabilities(val_logits[val_known]), data.val.y[val_known], data.classes)
+    val_metrics["ood_auroc"] = val_ood_auroc
+    y = data.test.y
+    metrics = {"ece": expected_calibration_error(probs, y),
+               "ece_uncalibrated": expected_calibration_error(uncalibrated, y),
+               "nll": negative_log_likelihood(probs, y), "nll_uncalibrated": negative_log_likelihood(uncalibrated, y),
+               "temperature": open_set.temperature, "ood_score": open_set.score,
+               "reject_threshold": open_set.thresholds[open_set.score],
+               "accuracy_after_rejection": accuracy, "test_rejected": rejected}
+    return open_set, {"probs": probs, "uncalibrated": uncalibrated, "val_metrics": val_metrics, "metrics": metrics}
+
+
 def run_experiment(variant: str, args, train_fn, with_audio: bool = False) -> dict:
     """Run one training recipe end to end and publish its artifacts; returns the test metrics.
 
@@ -185,19 +254,22 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False) -> di
         start = time.time()
         model, history = train_fn(data, args, staging)
         train_seconds = time.time() - start
-        probs = np.asarray(model.predict(data.test.x, batch_size=64, verbose=0))
-        metrics, report, cm = evaluate(probs, data.test.y, data.classes)
-        val_metrics, _, _ = evaluate(np.asarray(model.predict(data.val.x, batch_size=64, verbose=0)),
-                                     data.val.y, data.classes)
-        metrics.update(train_seconds=round(train_seconds, 1), val_accuracy=val_metrics["accuracy"],
-                       val_macro_f1=val_metrics["macro_f1"], n_train=len(data.train.y), n_val=len(data.val.y),
-                       epochs_run=len(history), parameters=int(model.count_params()))
+        open_set, calibration = fit_open_set(model, data, args)
+        metrics, report, cm = evaluate(calibration["probs"], data.test.y, data.classes)
+        metrics.update(calibration["metrics"], train_seconds=round(train_seconds, 1),
+                       val_accuracy=calibration["val_metrics"]["accuracy"],
+                       val_macro_f1=calibration["val_metrics"]["macro_f1"],
+                       val_ood_auroc=calibration["val_metrics"]["ood_auroc"], n_train=len(data.train.y),
+                       n_val=len(data.val.y), epochs_run=len(history), parameters=int(model.count_params()))
         config = {"variant": variant, "features": cfg.to_dict(), "classes": data.classes,
                   "input_shape": [cfg.n_frames, cfg.n_mels], "seed": args.seed,
                   "data_manifest_hash": data.manifest_hash, "data_dir": str(args.data_dir.resolve()),
+                  "open_set": open_set.config(),
                   "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                   "keras_version": keras.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_model_artifacts(staging, model, config, metrics, report, cm, history)
+        open_set.save_arrays(staging)
+        plot_reliability(calibration["uncalibrated"], calibration["probs"], data.test.y, staging / "reliability.png")
         swap_in_dir(staging, args.model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -53,19 +53,22 @@ def test_export_writes_files_and_prints_parity(exported):
     assert record["input"]["shape"] == [None, 500, 128]
 
 
-def test_exported_models_map_features_to_probabilities(exported):
+def test_exported_models_map_features_to_logits_and_embedding(exported):
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
     model_dir, _ = exported
     n_classes = len(json.loads((model_dir / "config.json").read_text())["classes"])
     session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    (inp,), (logits, embedding) = session.get_inputs(), session.get_outputs()
     assert (inp.name, inp.type, inp.shape[1:]) == ("log_mel", "tensor(float)", [500, 128])
-    assert isinstance(inp.shape[0], str) and out.shape[1:] == [n_classes]      # dynamic batch
+    assert isinstance(inp.shape[0], str) and logits.shape[1:] == [n_classes]      # dynamic batch
+    assert embedding.shape[1] == 128                    # the baseline's Dense(128) feeds its head
     interpreter = Interpreter(model_path=str(model_dir / "model_int8.tflite"))
-    (tin,), (tout,) = interpreter.get_input_details(), interpreter.get_output_details()
+    (tin,) = interpreter.get_input_details()
     assert list(tin["shape"]) == [1, 500, 128] and tin["dtype"] == np.float32
-    assert list(tout["shape"]) == [1, n_classes]
+    signature = interpreter.get_signature_runner()
+    assert {k: list(v["shape"]) for k, v in signature.get_output_details().items()} == {
+        "head_logits": [1, n_classes], "head_embedding": [1, 128]}
     x = np.random.default_rng(0).standard_normal((3, 500, 128)).astype(np.float32)
     for backend in ("onnx", "tflite"):
         probs = backends.load_predictor(model_dir, backend).predict(x)
@@ -77,8 +80,14 @@ def test_parity_with_keras_on_test_split(exported, split_features):
     import common
     model_dir, _ = exported
     x, y = split_features
-    probs = {b: common.Classifier(model_dir, backend=b).predict_features(x) for b in ("keras", "onnx", "tflite")}
+    clfs = {b: common.Classifier(model_dir, backend=b) for b in ("keras", "onnx", "tflite")}
+    probs = {b: clf.predict_features(x) for b, clf in clfs.items()}
     assert np.abs(probs["onnx"] - probs["keras"]).max() <= 1e-4
+    # every backend applies the same temperature and scores "unknown" alike
+    assert all(clf.open_set.temperature == clfs["keras"].open_set.temperature for clf in clfs.values())
+    scores = {b: clf.open_set.all_scores(*clf.predictor.run(x)) for b, clf in clfs.items()}
+    for name in scores["keras"]:
+        np.testing.assert_allclose(scores["onnx"][name], scores["keras"][name], rtol=1e-3, atol=1e-4)
     assert np.mean(probs["tflite"].argmax(1) == probs["keras"].argmax(1)) >= 0.99
     assert abs(np.mean(probs["tflite"].argmax(1) == y) - np.mean(probs["keras"].argmax(1) == y)) <= 0.01
 
@@ -168,7 +177,8 @@ def attention_model_dir(tmp_path_factory, trained_model_dir):
     model = keras.Model(inputs, Prototypes(len(config["classes"]))(x))
     model_dir = tmp_path_factory.mktemp("attention") / "transformer"
     model_dir.mkdir()
-    shutil.copy(trained_model_dir / "config.json", model_dir)
+    # a hand-made model has no open-set statistics: its config says nothing about them
+    (model_dir / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "open_set"}))
     model.save(model_dir / "animal_sound_model.keras")
     return model_dir
 
@@ -216,15 +226,17 @@ def test_int8_weights_stores_int8_per_output_channel_and_computes_in_float(tmp_p
     further from that)."""
     import keras
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),    # 2048 weights
-                              keras.layers.Dense(32, activation="relu"),                         # 1024
-                              keras.layers.Dense(4)])                             # 128: 2048 + 1024 reach 90%
+    inputs = keras.Input((64,))
+    dense = [keras.layers.Dense(32, activation="relu"), keras.layers.Dense(32, activation="relu"),  # 2048, 1024
+             keras.layers.Dense(4)]                                               # 128: 2048 + 1024 reach 90%
+    hidden = dense[1](dense[0](inputs))
+    model = keras.Model(inputs, [dense[2](hidden), hidden])    # logits and embedding, as export.py exports
     for scheme in export.QUANTIZATIONS:
         export.export_tflite(model, (64,), tmp_path / f"{scheme}.tflite", scheme)
     interpreter = backends.TFLitePredictor(tmp_path / "weights.tflite").interpreter
     int8 = sorted((t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8), key=lambda t: -t["shape"][1])
     assert [list(t["shape"]) for t in int8] == [[32, 64], [32, 32]]
-    (w1, b1), (w2, b2), (w3, b3) = (layer.get_weights() for layer in model.layers)
+    (w1, b1), (w2, b2), (w3, b3) = (layer.get_weights() for layer in dense)
     scales = [np.abs(w).max(0) / 127 for w in (w1, w2)]
     for tensor, w, scale in zip(int8, (w1, w2), scales):
         assert np.allclose(tensor["quantization_parameters"]["scales"], scale, rtol=1e-6)
@@ -233,7 +245,7 @@ def test_int8_weights_stores_int8_per_output_channel_and_computes_in_float(tmp_p
     x = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
     w1q, w2q = (np.round(w / scale) * scale for w, scale in zip((w1, w2), scales))
     fake_quant = np.maximum(np.maximum(x @ w1q + b1, 0) @ w2q + b2, 0) @ w3 + b3
-    outputs = {scheme: backends.TFLitePredictor(tmp_path / f"{scheme}.tflite").predict(x)
+    outputs = {scheme: backends.TFLitePredictor(tmp_path / f"{scheme}.tflite").run(x)[0]
                for scheme in export.QUANTIZATIONS}
     assert np.abs(outputs["weights"] - fake_quant).max() < 1e-4
     assert np.abs(outputs["dynamic-range"] - fake_quant).max() > 1e-3      # its activations were rounded too
@@ -253,7 +265,8 @@ def test_enhance_masked_network_exports_with_parity(trained_model_dir, data_dir,
     head.set_weights([w * 30 for w in head.get_weights()])      # decisive answers, so top-1 is well defined
     model_dir = tmp_path / "enhance"
     model_dir.mkdir()
-    shutil.copy(trained_model_dir / "config.json", model_dir)
+    # a hand-made model has no open-set statistics: its config says nothing about them
+    (model_dir / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "open_set"}))
     model.save(model_dir / "animal_sound_model.keras")
     printed = run_export(model_dir, data_dir, tmp_path / "cache")
     assert "FAILED" not in printed

@@ -152,14 +152,20 @@ def test_missing_file_is_a_one_line_error(trained_model_dir, tmp_path):
 # ---------------------------------------------------------------- smoothing and the silence gate
 
 class StubClassifier:
-    """Hands out preset probabilities, one row per window, so decisions can be checked exactly."""
+    """Hands out preset probabilities (and OOD scores), one row per window, so decisions can be checked exactly."""
     cfg, classes = FeatureConfig(), ["cat", "dog"]
 
-    def __init__(self, *rows):
+    def __init__(self, *rows, scores=None, threshold=0.5):
         self.rows = [np.array(r, np.float32) for r in rows]
+        self.scores, self.threshold = None if scores is None else list(scores), threshold
 
-    def predict_features(self, x):
-        return self.rows.pop(0)[None]
+    def analyse(self, x):
+        return self.rows.pop(0)[None], None if self.scores is None else np.array([self.scores.pop(0)])
+
+    def decide(self, probs, ood_score=None):
+        if ood_score is not None and ood_score > self.threshold:
+            return "unknown", float(probs.max())
+        return self.classes[int(probs.argmax())], float(probs.max())
 
 
 def decisions(clf, signal, smooth, gate_db=-50.0):
@@ -175,6 +181,16 @@ def test_smoothing_averages_the_last_n_hops():
         (1.0, "cat", 0.9), (1.5, "dog", 0.6), (2.0, "dog", 0.6), (2.5, "dog", 0.8)]
     assert decisions(StubClassifier(*rows), loud, smooth=3) == [
         (1.0, "cat", 0.9), (1.5, "cat", 0.65), (2.0, "cat", 0.567), (2.5, "dog", 0.667)]
+
+
+def test_unknown_follows_the_smoothed_ood_score():
+    rows = [(0.9, 0.1)] * 4
+    loud = tone("bark", 2.5)
+    # scores 0.2, 0.9, 0.9, 0.1: one odd window alone (mean 0.55 over two) already tips it, as does the next
+    assert decisions(StubClassifier(*rows, scores=[0.2, 0.9, 0.9, 0.1]), loud, smooth=2) == [
+        (1.0, "cat", 0.9), (1.5, "unknown", 0.9), (2.0, "unknown", 0.9), (2.5, "cat", 0.9)]
+    assert decisions(StubClassifier(*rows, scores=[0.2, 0.9, 0.3, 0.1]), loud, smooth=3) == [
+        (1.0, "cat", 0.9), (1.5, "unknown", 0.9), (2.0, "cat", 0.9), (2.5, "cat", 0.9)]
 
 
 def test_silence_gate_reports_silence_and_restarts_smoothing():

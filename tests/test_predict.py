@@ -55,9 +55,9 @@ def test_file_prints_top_k(trained_model_dir, clips, capsys):
 def test_file_json(trained_model_dir, clips, capsys):
     out, _ = run_predict(capsys, "--file", clips[1], "--model-dir", trained_model_dir, "--json")
     rec = json.loads(out)
-    assert set(rec) == {"file", "label", "confidence", "probabilities"}
+    assert set(rec) == {"file", "label", "confidence", "probabilities", "ood_score"}
     assert list(rec["probabilities"]) == CLASSES and sum(rec["probabilities"].values()) == pytest.approx(1, abs=1e-3)
-    assert rec["label"] == max(rec["probabilities"], key=rec["probabilities"].get)
+    assert rec["label"] in (max(rec["probabilities"], key=rec["probabilities"].get), "unknown")
     assert rec["confidence"] == max(rec["probabilities"].values())
 
 
@@ -77,11 +77,12 @@ def test_dir_writes_csv(trained_model_dir, clips, tmp_path, capsys):
     out, err = run_predict(capsys, "--dir", clips[0].parent, "--model-dir", trained_model_dir, "--csv", out_csv)
     with open(out_csv, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["file", "label", "confidence", *CLASSES]
+    assert rows[0] == ["file", "label", "confidence", *CLASSES, "ood_score"]
     assert sorted(r[0] for r in rows[1:]) == sorted(str(c) for c in clips)     # the comma survived quoting
     for r in rows[1:]:
-        probs = [float(p) for p in r[3:]]
-        assert r[1] == CLASSES[int(np.argmax(probs))] and float(r[2]) == max(probs)
+        probs = [float(p) for p in r[3:-1]]
+        assert r[1] in (CLASSES[int(np.argmax(probs))], "unknown") and float(r[2]) == max(probs)
+        assert np.isfinite(float(r[-1]))                                      # every new model scores it
     assert len(out.strip().splitlines()) == 3 and "3 classified, 0 skipped" in err
 
 

@@ -1,0 +1,197 @@
+"""Open-set rejection without held-out data: leave two classes out, and non-animal sounds kept out of training.
+
+    python -m bench.open_set                                   # enhance, seeds 42 43 44, 5 pairs, both designs
+    python -m bench.open_set --variants enhance baseline --seeds 42 --designs uniform --pairs 2
+
+On bench/compare.py's split, for every variant, seed and outlier design:
+
+- **leave-classes-out**: the ten classes are shuffled into five disjoint
+  pairs; for each pair a model is trained on the other eight (with outlier
+  exposure on wind and the synthetic bank, as shipped). The pair's Training
+  clips are the *validation* unknowns that choose the score; its Test clips
+  are the unknowns every figure is reported on.
+- **non-animal sounds**: a model trained on all ten classes with no
+  negatives at all (so wind and the synthetic bank are kept out of its
+  training) is scored against every wind window and a fresh synthetic bank;
+  every leave-out model also classifies one hour each of pink, white and
+  brown noise (a fresh draw), as a user's recorder would hand it over.
+
+Per score: AUROC and FPR at 95 % TPR, mean ± std over pairs and seeds; plus
+ECE before/after calibration and Test accuracy lost to rejection (known
+classes, rejected clips counted as errors) with the model's own score. The
+default score and design are the ones with the best validation AUROC.
+Output: markdown tables on stdout and bench/results/open_set.json.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+import common
+from bench.compare import ROOT, add_data_flags, prepare_split, run_variant
+from core import ood_eval, openset
+from core.synthetic_noise import KINDS, iter_synthetic_noise, synthetic_noise
+
+N_PAIRS = 5
+
+
+def class_pairs(classes: list[str], seed: int = 0) -> list[tuple[str, str]]:
+    """The classes shuffled (fixed seed) into disjoint pairs."""
+    order = np.random.default_rng(seed).permutation(sorted(classes))
+    return [(str(order[i]), str(order[i + 1])) for i in range(0, len(order) - 1, 2)]
+
+
+def without_classes(data_dir: Path, left_out: tuple, target: Path) -> Path:
+    """A data folder of symlinks to ``data_dir`` without the ``left_out`` classes (Noise/ kept)."""
+    for split in ("Training", "Test"):
+        for folder in sorted((data_dir / split).iterdir()):
+            link = target / split / folder.name
+            if folder.name not in left_out and not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(folder.resolve(), target_is_directory=True)
+    if not (target / "Noise").exists():
+        (target / "Noise").symlink_to((data_dir / "Noise").resolve(), target_is_directory=True)
+    return target
+
+
+def features_of(clf, folders: list[Path]) -> np.ndarray:
+    """Features of every clip in ``folders`` (whole clips, as the Test split is read)."""
+    files = sorted(f for d in folders for f in d.rglob("*") if f.is_file() and common.is_audio_file(f))
+    labels = [clf.classes[0]] * len(files)
+    clips, _ = common.load_clips(files, labels, clf.classes, clf.cfg, common.FeatureCache(common.DEFAULT_CACHE))
+    return clips.x
+
+
+def synthetic_bank(clf, seed: int, per_kind: int = 10, seconds: float = 5.0) -> np.ndarray:
+    """Features of a synthetic bank drawn with a seed no training run uses."""
+    rng = np.random.default_rng(10_000 + seed)
+    return np.stack([common.clip_features(synthetic_noise(kind, seconds, clf.cfg.sr, rng), clf.cfg)
+                     for kind in KINDS for _ in range(per_kind)])
+
+
+def hour_of_noise_unknown(clf, kind: str, seed: int) -> float:
+    """Share of the 16 s windows of one hour of ``kind`` noise that the model calls unknown."""
+    window, hop = clf.cfg.window_samples, clf.cfg.window_samples // 2
+    windows = common.SlidingWindows(window, hop)
+    labels = []
+    for block in iter_synthetic_noise(kind, 3600.0, clf.cfg.sr, 60.0, np.random.default_rng(seed)):
+        batch = [common.clip_features(audio, clf.cfg) for _, _, audio in windows.push(block)]
+        if batch:
+            probs, scores = clf.analyse(np.stack(batch))
+            labels += [clf.decide(p, s)[0] for p, s in zip(probs, scores)]
+    return float(np.mean([label == "unknown" for label in labels]))
+
+
+def score_table(clf, known: np.ndarray, unknown: dict) -> dict:
+    """AUROC and FPR95 of every deployable score, known clips against each set of unknown features."""
+    _, known_scores = ood_eval.all_scores(clf, known)
+    table = {}
+    for name, x in unknown.items():
+        _, scores = ood_eval.all_scores(clf, x)
+        table[name] = {s: {"auroc": openset.auroc(known_scores[s], scores[s]),
+                           "fpr95": openset.fpr_at_tpr(known_scores[s], scores[s])} for s in known_scores}
+    return table
+
+
+def model_figures(model_dir: Path) -> dict:
+    m = json.loads((model_dir / "metrics.json").read_text())
+    return {"ece": m["ece"], "ece_uncalibrated": m["ece_uncalibrated"], "accuracy": m["accuracy"],
+            "accuracy_lost": m["accuracy"] - m["accuracy_after_rejection"], "test_rejected": m["test_rejected"],
+            "ood_score": m["ood_score"], "train_seconds": m["train_seconds"]}
+
+
+def leave_pair_out(variant, data_dir, work, seed, pair, design, extra) -> dict:
+    """Train without ``pair`` and score its Training (validation) and Test clips as unknown."""
+    folder = without_classes(data_dir, pair, work / "lco" / "+".join(pair))
+    tag = f"-{design}-without-{'+'.join(pair)}"
+    run_variant(variant, folder, work, seed, ["--outliers", design, *extra], tag)
+    model_dir = work / "model" / f"{variant}{tag}-seed{seed}"
+    clf = common.Classifier(model_dir, "keras")
+    split = common.load_splits(folder, clf.cfg, seed, cache_dir=common.DEFAULT_CACHE)
+    unknown = {"validation": features_of(clf, [data_dir / "Training" / c for c in pair]),
+               "test": features_of(clf, [data_dir / "Test" / c for c in pair])}
+    val = score_table(clf, split.val.x, {"validation": unknown["validation"]})
+    test = score_table(clf, split.test.x, {"test": unknown["test"]})
+    hours = {kind: hour_of_noise_unknown(clf, kind, seed) for kind in ("pink", "white", "brown")}
+    return {"pair": pair, "validation": val["validation"], "test": test["test"], "hour_unknown": hours,
+            **model_figures(model_dir)}
+
+
+def non_animal(variant, data_dir, work, seed, extra) -> dict:
+    """Train on all classes without negatives; score wind and a fresh synthetic bank; one hour of noise."""
+    run_variant(variant, data_dir, work, seed, ["--outliers", "none", *extra], "-no-negatives")
+    model_dir = work / "model" / f"{variant}-no-negatives-seed{seed}"
+    clf = common.Classifier(model_dir, "keras")
+    split = common.load_splits(data_dir, clf.cfg, seed, cache_dir=common.DEFAULT_CACHE)
+    unknown = {"wind": ood_eval.folder_windows(data_dir / "Noise" / "wind", clf),
+               "synthetic": synthetic_bank(clf, seed)}
+    return {**score_table(clf, split.test.x, unknown), **model_figures(model_dir)}
+
+
+def mean_std(values) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{np.mean(values):.3f}"
+
+
+def tables(results: dict) -> str:
+    """The markdown tables: held-out classes per score and design, non-animal sounds, calibration."""
+    lines = []
+    for variant, runs in results.items():
+        lines += [f"\n**{variant}: two classes left out** (AUROC / FPR95 on their Test clips; validation AUROC "
+                  "chooses)", "", "| design | score | validation AUROC | AUROC | FPR95 |", "|---|---|---|---|---|"]
+        for design, pair_runs in runs["leave_out"].items():
+            for score in pair_runs[0]["test"]:
+                cells = [mean_std([r[part][score][key] for r in pair_runs])
+                         for part, key in (("validation", "auroc"), ("test", "auroc"), ("test", "fpr95"))]
+                lines.append(f"| {design} | {score} | " + " | ".join(cells) + " |")
+            hours = {k: mean_std([r["hour_unknown"][k] for r in pair_runs]) for k in pair_runs[0]["hour_unknown"]}
+            lines.append(f"| {design} | model's own score ({', '.join(sorted({r['ood_score'] for r in pair_runs}))}): "
+                         f"ECE {mean_std([r['ece_uncalibrated'] for r in pair_runs])} → "
+                         f"{mean_std([r['ece'] for r in pair_runs])}; Test accuracy lost to rejection "
+                         f"{mean_std([r['accuracy_lost'] for r in pair_runs])}; one hour of noise called unknown "
+                         f"{hours} | | | |")
+        if runs["non_animal"]:
+            rows = runs["non_animal"]
+            lines += [f"\n**{variant}: non-animal sounds never seen in training** (AUROC / FPR95)", "",
+                      "| score | wind AUROC | wind FPR95 | synthetic AUROC | synthetic FPR95 |",
+                      "|---|---|---|---|---|"]
+            for score in rows[0]["wind"]:
+                cells = [mean_std([r[s][score][k] for r in rows]) for s in ("wind", "synthetic")
+                         for k in ("auroc", "fpr95")]
+                lines.append(f"| {score} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_flags(p)
+    p.set_defaults(work=ROOT / "bench" / "results" / "open_set")
+    p.add_argument("--variants", nargs="+", default=["enhance"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    p.add_argument("--designs", nargs="+", default=["uniform", "background"], choices=["uniform", "background"])
+    p.add_argument("--pairs", type=int, default=N_PAIRS, help="how many of the five class pairs to leave out")
+    p.add_argument("--no-non-animal", action="store_true", help="skip the run without negatives")
+    args, extra = p.parse_known_args(argv)   # anything else (e.g. --epochs 5) goes to every training
+    data_dir = prepare_split(args)
+    pairs = class_pairs([d.name for d in (data_dir / "Training").iterdir() if d.is_dir()])[:args.pairs]
+    results = {}
+    for variant in args.variants:
+        runs = results.setdefault(variant, {"leave_out": {}, "non_animal": []})
+        for seed in args.seeds:
+            for design in args.designs:
+                for pair in pairs:
+                    runs["leave_out"].setdefault(design, []).append(
+                        leave_pair_out(variant, data_dir, args.work, seed, pair, design, extra))
+            if not args.no_non_animal:
+                runs["non_animal"].append(non_animal(variant, data_dir, args.work, seed, extra))
+            print(tables(results), flush=True)
+    text = tables(results)
+    print(text)
+    out = ROOT / "bench" / "results" / "open_set.json"
+    common.atomic_write(out, json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "extra": extra,
+                                         "pairs": pairs, "results": results, "tables": text}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

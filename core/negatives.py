@@ -1,0 +1,127 @@
+"""Negatives for outlier exposure: sounds that are no animal, shown to the model while it trains.
+
+A classifier trained only on animals has never been told what "none of
+them" looks like, so wind or hum can get a confident animal label. Outlier
+exposure (Hendrycks et al. 2019) adds such sounds to training, in one of two
+designs (``--outliers``):
+
+- ``uniform``: the target of a negative is the uniform distribution over the
+  animal classes, so the model learns to be unsure on them;
+- ``background``: a reserved ``background`` output that is trained like a
+  class and never reported as an animal (``predict.py`` says ``unknown``).
+
+Negatives come from every recording under ``<data>/Noise/<kind>/`` (cut into
+clips of animal-clip length), every clip of a ``Training/`` folder named
+``background``, ``noise`` or ``other``, and a synthetic bank (white, pink,
+brown noise, mains hum, clicks, silence with hiss). They are split into
+training and validation by source recording, like the animal clips.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from .audio import AudioError, is_audio_file, load_audio, warn
+from .dataset import Clips, DataSplits, group_split
+from .features import FeatureConfig, clip_features
+from .synthetic_noise import KINDS, synthetic_noise
+
+OUTLIER_DESIGNS = ("none", "uniform", "background")
+DEFAULT_OUTLIERS = "uniform"
+BACKGROUND = "background"
+NEGATIVE_FOLDERS = ("background", "noise", "other")   # Training/ folders that hold no animal
+CLIP_SECONDS = (1.5, 6.0)                              # negatives as long as typical animal clips
+SYNTHETIC_PER_KIND = 20
+
+
+@dataclasses.dataclass
+class Negatives:
+    """Audio of negative clips, the recording each was cut from (its group), and its source kind."""
+    audio: list[np.ndarray]
+    groups: list[str]
+    kinds: list[str]
+
+
+def cut_clips(y: np.ndarray, sr: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Consecutive clips of random length in :data:`CLIP_SECONDS` covering ``y`` (a short ``y`` is one clip)."""
+    clips, start = [], 0
+    while start < len(y):
+        length = int(rng.uniform(*CLIP_SECONDS) * sr)
+        clips.append(y[start:start + length])
+        start += length
+    if len(clips) > 1 and len(clips[-1]) < CLIP_SECONDS[0] * sr:   # a short tail joins its neighbour
+        clips[-2:] = [np.concatenate(clips[-2:])]
+    return clips
+
+
+def collect_negatives(data_dir, cfg: FeatureConfig, seed: int, synthetic_per_kind: int = SYNTHETIC_PER_KIND,
+                      noise_kinds: tuple[str, ...] | None = None) -> Negatives:
+    """Every negative clip for ``data_dir``: Noise/ recordings, Training/ negative folders, the synthetic bank.
+
+    ``noise_kinds`` limits the Noise/ folders used (None: all); the synthetic
+    bank is left out when ``synthetic_per_kind`` is 0.
+    """
+    rng = np.random.default_rng(seed)
+    data_dir = Path(data_dir)
+    negatives = Negatives([], [], [])
+    folders = sorted(d for d in (data_dir / "Noise").glob("*") if d.is_dir()) if (data_dir / "Noise").is_dir() else []
+    folders = [d for d in folders if noise_kinds is None or d.name in noise_kinds]
+    folders += [data_dir / "Training" / name for name in NEGATIVE_FOLDERS if (data_dir / "Training" / name).is_dir()]
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_audio_file(p)):
+            try:
+                y = load_audio(path, cfg.sr)
+            except AudioError as e:
+                warn(f"skipping negative {e}")
+                continue
+            clips = cut_clips(y, cfg.sr, rng) if folder.parent.name == "Noise" else [y]
+            negatives.audio += clips
+            negatives.groups += [str(path)] * len(clips)
+            negatives.kinds += [folder.name] * len(clips)
+    for kind in KINDS if synthetic_per_kind else ():
+        for i in range(synthetic_per_kind):
+            negatives.audio.append(synthetic_noise(kind, rng.uniform(*CLIP_SECONDS), cfg.sr, rng))
+            negatives.groups.append(f"synthetic/{kind}/{i}")
+            negatives.kinds.append(f"synthetic {kind}")
+    return negatives
+
+
+def add_negatives(data: DataSplits, negatives: Negatives, cfg: FeatureConfig, design: str, seed: int,
+                  val_size: float) -> DataSplits:
+    """``data`` with the negatives added to its training and validation splits.
+
+    Negatives get label ``len(classes)`` in the ``uniform`` design (an extra
+    label without an output: :func:`core.training.targets` turns it into the
+    uniform target) and are the class ``background`` in the ``background``
+    design. A ``Training/`` negative folder that :func:`core.dataset.load_splits`
+    took for a class is removed from the classes (its clips are among the
+    negatives), and Test keeps animals only.
+    """
+    if design not in OUTLIER_DESIGNS[1:]:
+        raise ValueError(f"unknown outlier design {design!r}")
+    animals = [c for c in data.classes if c not in NEGATIVE_FOLDERS]
+    names = np.asarray(data.classes)
+    keep = {part: np.isin(names[getattr(data, part).y], animals) for part in ("train", "val", "test")}
+    relabel = np.array([animals.index(c) if c in animals else -1 for c in data.classes])
+    parts = {part: getattr(data, part).subset(np.flatnonzero(keep[part])) for part in keep}
+    for clips in parts.values():
+        clips.y = relabel[clips.y]
+    classes = animals + ([BACKGROUND] if design == BACKGROUND else [])
+    label = len(animals)
+    x = np.stack([clip_features(y, cfg) for y in negatives.audio])
+    kinds = np.asarray(negatives.kinds)
+    is_val = group_split(kinds, negatives.groups, val_size, seed + 2)
+    negative = Clips(x, np.full(len(x), label), [Path(g) for g in negatives.groups], list(negatives.groups),
+                     negatives.audio)
+    train = concat(parts["train"], negative.subset(np.flatnonzero(~is_val)))
+    val = concat(parts["val"], negative.subset(np.flatnonzero(is_val)))
+    return dataclasses.replace(data, train=train, val=val, test=parts["test"], classes=classes)
+
+
+def concat(a: Clips, b: Clips) -> Clips:
+    """Two sets of clips as one (audio kept only if both have it)."""
+    audio = a.audio + b.audio if a.audio is not None and b.audio is not None else None
+    return Clips(np.concatenate([a.x, b.x]), np.concatenate([a.y, b.y]), a.files + b.files, a.hashes + b.hashes,
+                 audio)

@@ -1,0 +1,117 @@
+"""Open-set rejection end to end: what a model directory stores, "unknown" on noise, old models, ood.py."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tone, write_wav
+
+import common
+import ood
+from core.inference import UNKNOWN
+from core.negatives import BACKGROUND, add_negatives, collect_negatives, cut_clips
+from core.rejection import OpenSet
+from core.synthetic_noise import synthetic_noise
+from core.training import one_hot
+
+
+def test_one_hot_gives_negatives_the_uniform_target():
+    np.testing.assert_allclose(one_hot(np.array([1, 3, 0]), 3), [[0, 1, 0], [1 / 3] * 3, [1, 0, 0]])
+
+
+def test_cut_clips_cover_a_recording_in_clips_of_animal_length():
+    rng = np.random.default_rng(0)
+    y = np.arange(16000 * 20, dtype=np.float32)
+    clips = cut_clips(y, 16000, rng)
+    np.testing.assert_array_equal(np.concatenate(clips), y)
+    assert all(1.5 * 16000 <= len(c) <= 2 * 6.0 * 16000 for c in clips)
+    assert len(cut_clips(y[:8000], 16000, rng)) == 1
+
+
+def test_negatives_come_from_noise_folders_training_negatives_and_the_synthetic_bank(data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    for i in range(4):
+        write_wav(data / "Training" / "background" / f"rain{i}.wav", 0.1 * synthetic_noise("pink", 2.0 + i))
+    cfg = common.FeatureConfig()
+    negatives = collect_negatives(data, cfg, seed=0, synthetic_per_kind=2)
+    assert negatives.kinds.count("wind") == 2 and negatives.kinds.count("background") == 4
+    assert sum(k.startswith("synthetic") for k in negatives.kinds) == 12
+    splits = common.load_splits(data, cfg, seed=0, val_size=0.25, cache_dir=None)
+    assert BACKGROUND in splits.classes             # load_splits takes the folder for a class ...
+    for design, classes in (("uniform", ["bird", "cow", "dog"]), ("background", ["bird", "cow", "dog", BACKGROUND])):
+        mixed = add_negatives(splits, negatives, cfg, design, seed=0, val_size=0.25)
+        assert mixed.classes == classes               # ... which outlier exposure turns into negatives
+        n_negative = sum((part.y == 3).sum() for part in (mixed.train, mixed.val))
+        assert n_negative == len(negatives.audio) and set(mixed.test.y) <= {0, 1, 2}
+        assert len(mixed.train.x) == len(mixed.train.y) == len(mixed.train.files)
+
+
+def test_model_directory_stores_calibration_and_rejection(trained_model_dir):
+    config = json.loads((trained_model_dir / "config.json").read_text())
+    metrics = json.loads((trained_model_dir / "metrics.json").read_text())
+    open_set = config["open_set"]
+    assert open_set["temperature"] > 0 and open_set["keep"] == 0.95
+    assert open_set["threshold"] == open_set["thresholds"][open_set["score"]]
+    for name in ("centroids", "means", "precision", "bank"):
+        np.load(trained_model_dir / "open_set" / f"{name}.npy", allow_pickle=False)
+    assert {"ece", "ece_uncalibrated", "nll", "nll_uncalibrated"} <= set(metrics)
+    assert (trained_model_dir / "reliability.png").stat().st_size > 1000
+    loaded = OpenSet.load(trained_model_dir, open_set)
+    assert loaded.centroids.shape[0] == len(config["classes"]) and loaded.bank.shape[1] == loaded.centroids.shape[1]
+
+
+def test_thresholds_keep_the_share_of_validation_clips():
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((60, 4))
+    labels = np.repeat([0, 1, 2], 20)
+    logits = rng.standard_normal((40, 3)) * 3
+    fitted = OpenSet.fit(emb, labels, logits, rng.standard_normal((40, 4)), rng.integers(0, 3, 40), 3, keep=0.9)
+    val_scores = fitted.all_scores(logits, rng.standard_normal((40, 4)))
+    for name in ("msp", "entropy", "energy"):            # probability scores do not depend on the embedding
+        assert np.mean(val_scores[name] <= fitted.thresholds[name]) == pytest.approx(0.9)
+
+
+def test_a_tiny_model_says_unknown_to_noise_and_names_its_animals(trained_model_dir, tmp_path):
+    clf = common.Classifier(trained_model_dir, "keras")
+    noise = write_wav(tmp_path / "pink.wav", synthetic_noise("pink", 40.0, rng=np.random.default_rng(5)))
+    recording = clf.classify(noise)
+    labels = [clf.decide(w.probs, w.ood_score)[0] for w in recording.windows]
+    assert labels.count(UNKNOWN) == len(labels) and clf.decide(recording.probs, recording.ood_score)[0] == UNKNOWN
+    call = clf.classify(write_wav(tmp_path / "moo.wav", tone("moo", 1.0, seed=3)))
+    assert clf.decide(call.probs, call.ood_score)[0] == "cow"
+    assert common.Classifier(trained_model_dir, "keras", reject=False).decide(recording.probs)[0] != UNKNOWN
+
+
+def test_a_model_trained_before_rejection_still_classifies_with_one_warning(trained_model_dir, tmp_path, capsys):
+    old = tmp_path / "old_model"
+    shutil.copytree(trained_model_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["open_set"]
+    (old / "config.json").write_text(json.dumps(config))
+    clf = common.Classifier(old, "keras")
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "cannot say 'unknown'" in err
+    probs, scores = clf.analyse(np.zeros((1, 500, 128), np.float32))
+    assert scores is None and clf.decide(probs[0], None)[0] in config["classes"]
+
+
+def test_ood_py_reports_every_score_with_pictures(trained_model_dir, data_dir, tmp_path, capsys):
+    noise_dir = tmp_path / "noise"
+    for kind in ("white", "brown"):
+        write_wav(noise_dir / f"{kind}.wav", synthetic_noise(kind, 20.0))
+    out = tmp_path / "report"
+    ood.main(["--model-dir", str(trained_model_dir), "--ood-dir", str(noise_dir), "--out", str(out),
+              "--mc-samples", "3", "--data-dir", str(data_dir)])
+    table = pd.read_csv(out / "ood_report.csv")
+    assert set(table["score"]) == {"msp", "entropy", "energy", "cosine", "mahalanobis", "knn", "mc_msp", "mc_variance"}
+    assert table["auroc"].between(0, 1).all() and (table["n_ood"] == 4).all()   # two 20 s files, 2 windows each
+    assert (out / "roc_curves.png").stat().st_size > 1000 and (out / "centroid_distances.png").stat().st_size > 1000
+
+
+def test_ood_py_refuses_an_empty_folder_in_one_line(trained_model_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        ood.main(["--model-dir", str(trained_model_dir), "--ood-dir", str(tmp_path / "empty"), "--mc-samples", "0"])
+    assert e.value.code == f"error: {tmp_path / 'empty'}: no readable recordings"
