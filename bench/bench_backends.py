@@ -4,9 +4,11 @@
 
 - cold start: wall time of a fresh ``python predict.py --file CLIP --backend B``
   (interpreter, imports, model load, decoding, features, one answer), median of --runs;
-- model latency: ``Classifier.predict_features`` on one clip's features once
-  loaded, median of --latency-runs after a warm-up call;
-- file latency: ``Classifier.classify_file`` on the clip (decode + features + model), same median;
+- model latency: the backend alone on one clip's features once loaded, median
+  of --latency-runs after a warm-up call;
+- file latency: ``Classifier.classify`` on the clip (decode + features + model +
+  calibration + the model's open-set score), same median, and the same without
+  open-set scoring (a plain softmax), with their ratio;
 - size of the backend's model file.
 
 Backends whose file is missing are skipped (run export.py first). Without
@@ -77,19 +79,26 @@ def median_ms(fn, runs: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def latencies(model_dir: Path, clip: Path, backend: str, runs: int) -> tuple[float, float]:
-    """(model ms, file ms) per clip once loaded."""
+def latencies(model_dir: Path, clip: Path, backend: str, runs: int) -> dict:
+    """Milliseconds per clip once loaded: the model alone, and the file to its answer with and without open-set
+    scoring (calibrated probabilities and the model's OOD score, against a plain softmax)."""
     clf = common.Classifier(model_dir, backend)
+    plain = common.Classifier(model_dir, backend, reject=False)
+    plain.open_set = None   # as a model without open-set statistics: softmax only, no score
     _, _, audio = next(common.iter_windows(clip, clf.cfg))
     x = common.clip_features(audio, clf.cfg)[None]
-    return median_ms(lambda: clf.predict_features(x), runs), median_ms(lambda: clf.classify_file(clip), runs)
+    return {"model_ms": median_ms(lambda: clf.predictor.predict(x), runs),
+            "file_ms": median_ms(lambda: clf.classify(clip), runs),
+            "file_plain_ms": median_ms(lambda: plain.classify(clip), runs), "ood_score": clf.open_set.score}
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| backend | model file | size (MB) | cold start, `predict.py --file` (s) | model (ms/clip) "
-             "| file to answer (ms/clip) |", "|---|---|---:|---:|---:|---:|"]
+             "| file to answer (ms/clip) | same without open-set scoring | ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['backend']} | `{r['file']}` | {r['size_mb']:.2f} | {r['cold_start_s']:.2f} | {r['model_ms']:.2f} "
-              f"| {r['file_ms']:.1f} |" for r in rows]
+              f"| {r['file_ms']:.1f} | {r['file_plain_ms']:.1f} | {r['file_ms'] / r['file_plain_ms']:.2f} |"
+              for r in rows]
     return "\n".join(lines)
 
 
@@ -105,9 +114,8 @@ def main(argv=None):
         cold = {b: cold_start(args.model_dir, clip, b, args.runs) for b in backends}
         rows = []
         for b in backends:
-            model_ms, file_ms = latencies(args.model_dir, clip, b, args.latency_runs)
             rows.append({"backend": b, "file": FILES[b], "size_mb": (args.model_dir / FILES[b]).stat().st_size / 1e6,
-                         "cold_start_s": cold[b], "model_ms": model_ms, "file_ms": file_ms})
+                         "cold_start_s": cold[b], **latencies(args.model_dir, clip, b, args.latency_runs)})
     skipped = sorted(set(FILES) - set(backends))
     print(f"{args.model_dir}, {seconds:.1f} s clip, {os.cpu_count()} CPUs, median of {args.runs} cold starts "
           f"and {args.latency_runs} calls" + (f"; no file for {', '.join(skipped)}" if skipped else "") + "\n")

@@ -4,7 +4,7 @@
 
 Imports the dataset into a fresh data directory, times feature extraction with
 an empty cache and again with the cache filled, trains the baseline through the
-real harness (seed 42), and times ``Classifier.classify_file`` on a 5 s clip
+real harness (seed 42), and times ``Classifier.classify`` on a 5 s clip
 once the model is loaded. Prints a markdown table and writes it as JSON to
 bench/results/core.json.
 """
@@ -51,11 +51,11 @@ def five_second_clip(data_dir: Path, dest: Path) -> Path:
 
 
 def predict_latency_ms(model_dir: Path, clip: Path, calls: int) -> tuple[float, str]:
-    """Median milliseconds of ``classify_file`` on ``clip`` with the model loaded and warmed up."""
+    """Median milliseconds of ``classify`` on ``clip`` with the model loaded and warmed up."""
     clf = common.Classifier(model_dir)
     for _ in range(3):       # the first calls trace the graph and fill caches
-        clf.classify_file(clip)
-    times = [timed(clf.classify_file, clip)[1] for _ in range(calls)]
+        clf.classify(clip)
+    times = [timed(clf.classify, clip)[1] for _ in range(calls)]
     return 1000 * statistics.median(times), clf.backend
 
 

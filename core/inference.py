@@ -165,12 +165,6 @@ class Classifier:
         accepted = [w for w in windows if self.decide(w.probs, w.ood_score)[0] != UNKNOWN] or windows
         return Recording(np.mean([w.probs for w in accepted], axis=0), min(w.ood_score for w in windows), windows)
 
-    def classify_file(self, path, window_seconds: float | None = None, hop_seconds: float | None = None,
-                      batch: int = 16) -> tuple[np.ndarray, list[tuple[float, float, np.ndarray]]]:
-        """:meth:`classify` as (probabilities, [(start_s, end_s, probs)] per window)."""
-        recording = self.classify(path, window_seconds, hop_seconds, batch)
-        return recording.probs, [(w.start, w.end, w.probs) for w in recording.windows]
-
 
 def load_open_set(model_dir: Path, config: dict) -> OpenSet | None:
     """The calibration and rejection statistics of ``model_dir``, or None for a model trained before them."""
