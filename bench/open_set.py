@@ -101,12 +101,19 @@ def model_figures(model_dir: Path) -> dict:
             "ood_score": m["ood_score"], "train_seconds": m["train_seconds"]}
 
 
-def leave_pair_out(variant, data_dir, work, seed, pair, design, extra) -> dict:
+def trained(variant, data_dir, work, seed, flags: list, tag: str, reuse: bool) -> Path:
+    """The model directory of ``variant`` trained with ``flags``; with ``reuse``, an earlier run's if it finished."""
+    model_dir = work / "model" / f"{variant}{tag}-seed{seed}"
+    if not (reuse and (model_dir / "metrics.json").is_file()):
+        run_variant(variant, data_dir, work, seed, flags, tag)
+    return model_dir
+
+
+def leave_pair_out(variant, data_dir, work, seed, pair, design, extra, reuse) -> dict:
     """Train without ``pair`` and score its Training (validation) and Test clips as unknown."""
     folder = without_classes(data_dir, pair, work / "lco" / "+".join(pair))
-    tag = f"-{design}-without-{'+'.join(pair)}"
-    run_variant(variant, folder, work, seed, ["--outliers", design, *extra], tag)
-    model_dir = work / "model" / f"{variant}{tag}-seed{seed}"
+    model_dir = trained(variant, folder, work, seed, ["--outliers", design, *extra],
+                        f"-{design}-without-{'+'.join(pair)}", reuse)
     clf = common.Classifier(model_dir, "keras")
     split = common.load_splits(folder, clf.cfg, seed, cache_dir=common.DEFAULT_CACHE)
     unknown = {"validation": features_of(clf, [data_dir / "Training" / c for c in pair]),
@@ -118,10 +125,9 @@ def leave_pair_out(variant, data_dir, work, seed, pair, design, extra) -> dict:
             **model_figures(model_dir)}
 
 
-def non_animal(variant, data_dir, work, seed, extra) -> dict:
-    """Train on all classes without negatives; score wind and a fresh synthetic bank; one hour of noise."""
-    run_variant(variant, data_dir, work, seed, ["--outliers", "none", *extra], "-no-negatives")
-    model_dir = work / "model" / f"{variant}-no-negatives-seed{seed}"
+def non_animal(variant, data_dir, work, seed, extra, reuse) -> dict:
+    """Train on all classes without negatives; score wind and a fresh synthetic bank."""
+    model_dir = trained(variant, data_dir, work, seed, ["--outliers", "none", *extra], "-no-negatives", reuse)
     clf = common.Classifier(model_dir, "keras")
     split = common.load_splits(data_dir, clf.cfg, seed, cache_dir=common.DEFAULT_CACHE)
     unknown = {"wind": ood_eval.folder_windows(data_dir / "Noise" / "wind", clf),
@@ -171,6 +177,8 @@ def main(argv=None):
     p.add_argument("--designs", nargs="+", default=["uniform", "background"], choices=["uniform", "background"])
     p.add_argument("--pairs", type=int, default=N_PAIRS, help="how many of the five class pairs to leave out")
     p.add_argument("--no-non-animal", action="store_true", help="skip the run without negatives")
+    p.add_argument("--reuse", action="store_true", help="score the models an earlier run finished instead of "
+                                                        "training them again")
     args, extra = p.parse_known_args(argv)   # anything else (e.g. --epochs 5) goes to every training
     data_dir = prepare_split(args)
     pairs = class_pairs([d.name for d in (data_dir / "Training").iterdir() if d.is_dir()])[:args.pairs]
@@ -181,9 +189,9 @@ def main(argv=None):
             for design in args.designs:
                 for pair in pairs:
                     runs["leave_out"].setdefault(design, []).append(
-                        leave_pair_out(variant, data_dir, args.work, seed, pair, design, extra))
+                        leave_pair_out(variant, data_dir, args.work, seed, pair, design, extra, args.reuse))
             if not args.no_non_animal:
-                runs["non_animal"].append(non_animal(variant, data_dir, args.work, seed, extra))
+                runs["non_animal"].append(non_animal(variant, data_dir, args.work, seed, extra, args.reuse))
             print(tables(results), flush=True)
     text = tables(results)
     print(text)

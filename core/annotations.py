@@ -39,6 +39,7 @@ __all__ = [
     "find_annotation_tables",
     "read_annotations",
     "recording_group",
+    "safe_name",
 ]
 
 # Raven label columns accepted, in order of preference, matched case-insensitively.
@@ -345,20 +346,21 @@ def background_spans(annotations: Sequence[Annotation], duration: float, min_sec
 _CLIP_NAME = re.compile(r"(?P<group>.+)__(?P<start>\d{9,})-(?P<end>\d{9,})__(?P<label>(?:(?!__)[^/\\])*)\.wav")
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
+    """``text`` usable as a file or folder name on any system: forbidden characters become ``_``."""
     # Characters Windows forbids in names, path separators and control characters.
     return re.sub(r'[<>:"/\\|?*\x00-\x1f]', "_", text).strip(" .") or "_"
 
 
 def _recording_id(recording: Path, root) -> str:
     if root is None:
-        return _safe_name(recording.stem)
+        return safe_name(recording.stem)
     try:
         relative = recording.relative_to(Path(root)).with_suffix("")
     except ValueError:
         raise ValueError(f"{recording} is not under {root}") from None
     # "~" joins sub-folders: recorders name files by timestamp, so site1/x and site2/x are common.
-    return "~".join(_safe_name(part) for part in relative.parts)
+    return "~".join(safe_name(part) for part in relative.parts)
 
 
 def clip_file_name(recording, start: float, end: float, label: str, root=None) -> str:
@@ -396,7 +398,7 @@ def clip_file_name(recording, start: float, end: float, label: str, root=None) -
     if not 0 <= start <= end:
         raise ValueError(f"clip span needs 0 <= start <= end, got {start!r}..{end!r}")
     group = _recording_id(Path(recording), root)
-    safe_label = re.sub(r"_{2,}", "_", _safe_name(label))
+    safe_label = re.sub(r"_{2,}", "_", safe_name(label))
     return f"{group}__{round(start * 1000):09d}-{round(end * 1000):09d}__{safe_label}.wav"
 
 

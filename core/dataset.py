@@ -28,6 +28,7 @@ CLASS_NAMES = {  # the published folders are Turkish; -Part1/-Part2 halves merge
     "koyun": "sheep", "kurbaga": "frog", "kus": "bird", "maymun": "monkey", "tavuk": "chicken",
 }
 MIN_CLIPS_PER_CLASS = 2
+MANIFEST_COLUMNS = ["file", "class", "split", "hash", "source"]
 DEFAULT_CACHE = Path(os.environ.get("ANIMAL_SOUNDS_CACHE", Path(__file__).parent / ".cache"))
 
 
@@ -43,9 +44,14 @@ def canonical_class(folder: str) -> str:
     return CLASS_NAMES.get(base, base)
 
 
+def pcm16(y: np.ndarray) -> bytes:
+    """Audio as little-endian 16-bit samples: what content hashes are taken of."""
+    return np.round(np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+
+
 def audio_hash(y: np.ndarray) -> str:
     """Hash of decoded audio at 16-bit precision: equal for copies of one clip in any container."""
-    return hashlib.sha1(np.round(np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()).hexdigest()
+    return hashlib.sha1(pcm16(y)).hexdigest()
 
 
 def group_split(labels, groups, test_size: float, seed: int) -> np.ndarray:
@@ -65,7 +71,7 @@ def group_split(labels, groups, test_size: float, seed: int) -> np.ndarray:
         keys = sorted(members)
         if len(keys) < 2:
             continue
-        target = max(1, int(round(test_size * sum(len(v) for v in members.values()))))
+        target = max(1, round(test_size * sum(len(v) for v in members.values())))
         taken = 0
         for k in rng.permutation(len(keys)):
             size = len(members[keys[k]])
@@ -77,6 +83,35 @@ def group_split(labels, groups, test_size: float, seed: int) -> np.ndarray:
             taken += size
         if taken == sum(len(v) for v in members.values()):   # keep at least one group for training
             held_out[members[keys[0]]] = False
+    return held_out
+
+
+def recording_split(labels, groups, test_size: float, seed: int) -> np.ndarray:
+    """Held-out mask that keeps each group whole across *all* classes; returns a boolean array.
+
+    :func:`group_split` keeps a group whole within one class. Clips cut from a
+    long recording may hold several classes, and all of them must land on one
+    side, or the recording's site, day and background would be on both. Groups
+    are drawn in random order; one is held out when, for every class it holds,
+    the held-out count is still below ``test_size`` of the class (a class's
+    first group may overshoot) and another group of that class stays on the
+    kept side. A class found in a single group is never held out.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    totals = Counter(labels.tolist())
+    target = {c: max(1, round(test_size * n)) for c, n in totals.items()}
+    n_groups = {c: len(set(groups[labels == c].tolist())) for c in totals}
+    held_out = np.zeros(len(labels), bool)
+    taken, taken_groups = Counter(), Counter()
+    keys = sorted(set(groups.tolist()))
+    for k in np.random.default_rng(seed).permutation(len(keys)):
+        members = groups == keys[k]
+        counts = Counter(labels[members].tolist())
+        if all((taken[c] == 0 or taken[c] + n <= target[c]) and taken_groups[c] + 1 < n_groups[c]
+               for c, n in counts.items()):
+            held_out |= members
+            taken.update(counts)
+            taken_groups.update(counts.keys())
     return held_out
 
 
@@ -112,9 +147,7 @@ def import_dataset(source, data_dir, test_size: float = 0.2, seed: int = 42, for
     source, data_dir = Path(source), Path(data_dir)
     if not source.exists():
         raise DatasetError(f"{source}: no such file or folder")
-    if (data_dir / "Training").is_dir() and any((data_dir / "Training").iterdir()) and not force:
-        raise DatasetError(f"{data_dir}/Training already holds data; pass --force to replace it")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_target(data_dir, force)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".import-") as tmp:
         tmp = Path(tmp)
         if source.is_file():
@@ -150,20 +183,10 @@ def import_dataset(source, data_dir, test_size: float = 0.2, seed: int = 42, for
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(r["path"], dest)
             r["file"] = str(dest.relative_to(new))
-        with open(new / "manifest.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, ["file", "class", "split", "hash", "source"], extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        for part in ("Training", "Test"):     # swap in; the old tree is removed only now
-            if (data_dir / part).exists():
-                shutil.rmtree(data_dir / part)
-            os.replace(new / part, data_dir / part)
-        os.replace(new / "manifest.csv", data_dir / "manifest.csv")
+        publish(new, data_dir, rows, ("Training", "Test"))
     groups = Counter(r["hash"] for r in rows)
     summary = {
-        "classes": {c: {"Training": sum(1 for r in rows if r["class"] == c and r["split"] == "Training"),
-                        "Test": sum(1 for r in rows if r["class"] == c and r["split"] == "Test")}
-                    for c in sorted(counts)},
+        "classes": split_counts(rows),
         "clips": len(rows), "skipped": skipped,
         "duplicate_groups": sum(1 for n in groups.values() if n > 1),
         "duplicate_files": sum(n for n in groups.values() if n > 1),
@@ -172,6 +195,40 @@ def import_dataset(source, data_dir, test_size: float = 0.2, seed: int = 42, for
         if n < MIN_CLIPS_PER_CLASS:
             warn(f"class '{c}' has only {n} clip; it cannot be tested and training will skip it")
     return summary
+
+
+def check_target(data_dir: Path, force: bool) -> None:
+    """Refuse to replace a data directory's Training split unless ``force``; create the directory."""
+    if (data_dir / "Training").is_dir() and any((data_dir / "Training").iterdir()) and not force:
+        raise DatasetError(f"{data_dir}/Training already holds data; pass --force to replace it")
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def publish(new: Path, data_dir: Path, rows: list[dict], parts) -> None:
+    """Write ``rows`` as ``new``/manifest.csv, then swap each of ``parts`` and the manifest into ``data_dir``.
+
+    ``new`` is a finished tree built beside the data directory. Each part of
+    ``data_dir`` is replaced by its namesake in ``new``, or removed when
+    ``new`` has none (an import that holds nothing out leaves no old Test).
+    """
+    with open(new / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, MANIFEST_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    for part in parts:
+        if (data_dir / part).exists():
+            shutil.rmtree(data_dir / part)
+        if (new / part).exists():
+            (data_dir / part).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new / part, data_dir / part)
+    os.replace(new / "manifest.csv", data_dir / "manifest.csv")
+
+
+def split_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """{class: {"Training": n, "Test": n}} over manifest rows, classes sorted."""
+    counts = Counter((r["class"], r["split"]) for r in rows)
+    return {c: {"Training": counts[c, "Training"], "Test": counts[c, "Test"]}
+            for c in sorted({r["class"] for r in rows if r["split"] in ("Training", "Test")})}
 
 
 def import_noise(noise_source, data_dir) -> int:
