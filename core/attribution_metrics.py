@@ -36,7 +36,7 @@ wrapped Keras model); this module is numpy only.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -314,7 +314,7 @@ METRIC_KEYS = ("AI", "AD", "AG", "FF", "Fid-In", "SPS", "COMP", "deletion_auc", 
 
 def metrics_table(predict: Predict, x_batch: np.ndarray, saliency_batch: np.ndarray,
                   classes=None, top_percent: float = DEFAULT_TOP_PERCENT, baseline: float = 0.0,
-                  steps: int = 20, random_seed: int | None = None) -> dict[str, dict[str, float]]:
+                  steps: int | None = 20, random_seed: int | None = None) -> dict[str, dict[str, float]]:
     """All metrics, averaged over a batch, for each mask type: ``{"binary": {...}, "soft": {...}}``.
 
     x_batch, saliency_batch: (n, frames, n_mels) (a single (frames, n_mels) map is also taken).
@@ -324,6 +324,7 @@ def metrics_table(predict: Predict, x_batch: np.ndarray, saliency_batch: np.ndar
     applied, as the L-MAC recipe passes its mask to Quantus; for a binary mask they depend only
     on ``top_percent``), the mean deletion/insertion AUC (these depend on the saliency ranking
     only, so they are the same in every row), the mask's mean value and n.
+    ``steps=None`` skips the curves (AUCs NaN), for a caller that draws them itself.
     ``random_seed`` given: adds a "random" row, a uniformly random saliency map per input
     turned into a binary mask with the same ``top_percent`` (the chance baseline).
     ``predict`` is called once on x_batch, twice per mask type on the whole batch, and once per
@@ -339,6 +340,8 @@ def metrics_table(predict: Predict, x_batch: np.ndarray, saliency_batch: np.ndar
     pc = p[rows, c]
 
     def curves(saliencies):
+        if steps is None:
+            return float("nan"), float("nan")
         dels, ins = [], []
         for xi, si, ci in zip(x, saliencies, c):
             dels.append(curve_auc(*deletion_curve(predict, xi, si, int(ci), steps, baseline)))
@@ -360,7 +363,7 @@ def metrics_table(predict: Predict, x_batch: np.ndarray, saliency_batch: np.ndar
             "deletion_auc": auc_pair[0],
             "insertion_auc": auc_pair[1],
             "mask_mean": float(np.mean(masks)),
-            "n": int(len(x)),
+            "n": len(x),
         }
 
     aucs = curves(sal)

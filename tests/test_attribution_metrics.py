@@ -186,3 +186,20 @@ def test_metrics_table_matches_the_single_metrics():
     assert table["random"]["mask_mean"] == pytest.approx(0.5)
     for r in table.values():
         assert all(np.isfinite(v) for v in r.values())
+
+
+def test_metrics_table_without_curves():
+    sal = np.stack([np.array([[0.9, 0.8], [0.1, 0.0]]), np.array([[0.0, 0.1], [0.9, 0.2]])])
+    calls = []
+
+    def counting(batch):
+        calls.append(len(batch))
+        return toy_predict(batch)
+
+    table = am.metrics_table(counting, XB, sal, top_percent=50, steps=None)
+    full = am.metrics_table(toy_predict, XB, sal, top_percent=50, steps=4)
+    assert calls == [2, 2, 2, 2, 2]                   # x, then masked-in and masked-out per mask type: no curve
+    for mask in ("binary", "soft"):
+        assert np.isnan(table[mask]["deletion_auc"]) and np.isnan(table[mask]["insertion_auc"])
+        assert {k: v for k, v in table[mask].items() if "auc" not in k} == \
+            {k: v for k, v in full[mask].items() if "auc" not in k}

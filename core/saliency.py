@@ -1,0 +1,373 @@
+"""Attribution maps over one model input: which log-Mel bins a Keras classifier's decision rests on.
+
+Every method takes the model's padded window ``x`` (frames, n_mels), the class ``c`` to
+explain, and returns a map over the window's real frames only, (n_real, n_mels) float32
+(``features.n_real_frames``: padding after the sound is nobody's evidence). Larger is more
+important; some maps are signed (negative = evidence against ``c``).
+
+===============  =============================================================  ======================
+method           map                                                            source
+===============  =============================================================  ======================
+saliency         |d logit_c / d x|                                              Simonyan et al. 2014
+smoothgrad       mean |d logit_c / d x| over noisy copies of x (sigma 15 %)     Smilkov et al. 2017
+ig               (x - 0) * mean gradient on the straight path 0 -> x            Sundararajan et al. 2017
+gradcam          ReLU(sum_k w_k A_k), w_k = mean gradient of the last conv map  Selvaraju et al. 2017
+lrp              epsilon-rule relevance of logit_c, layer by layer              Bach et al. 2015
+lime             weights of a sparse linear surrogate over time-frequency       Ribeiro et al. 2016
+                 patches (``lime`` package)
+shap             Kernel SHAP values of the same patches (``shap`` package)      Lundberg & Lee 2017
+attention        attention rollout over the MultiHeadAttention layers           Abnar & Zuidema 2020
+===============  =============================================================  ======================
+
+Gradients are taken of the logits (``model_views.logits_and_embedding``), not of the
+softmax, whose gradient vanishes on confident predictions. "Removed" means set to 0, the
+clip's mean level after z-normalisation and the value padding carries; IG's baseline,
+LIME's and SHAP's hidden patches, and ``attribution_metrics`` all use it, so an explanation
+is scored by the same removal it was computed with.
+
+Grad-CAM needs a convolution (a 1D one gives a map over time only, the same for every mel
+band) and LRP a convolutional network; attention needs MultiHeadAttention layers. A model
+without them raises :class:`MethodUnavailable`, whose ``str()`` is one line.
+This module imports Keras and TensorFlow.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .features import n_real_frames
+from .model_views import logits_and_embedding
+
+METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
+CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D)
+
+
+class MethodUnavailable(ValueError):
+    """The model lacks the layers an attribution method needs; ``str()`` is one line."""
+
+
+# ---------------------------------------------------------------- model plumbing
+def logits_model(model: keras.Model) -> keras.Model:
+    """``model``'s input mapped to its pre-softmax class scores (B, C), on the same weights."""
+    views = logits_and_embedding(model)
+    return keras.Model(views.inputs[0], views.outputs[0], name=f"{model.name}_logits")
+
+
+def window_predictor(model: keras.Model, n_frames: int, batch: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+    """``predict(xs)``: class probabilities (n, C) of crops (n, frames <= n_frames, mels), zero-padded to the window."""
+    def predict(xs):
+        xs = np.asarray(xs, np.float32)
+        padded = np.zeros((len(xs), n_frames, xs.shape[2]), np.float32)
+        padded[:, :xs.shape[1]] = xs[:, :n_frames]
+        return np.concatenate([np.asarray(model.predict_on_batch(padded[i:i + batch]))
+                               for i in range(0, len(xs), batch)])
+    return predict
+
+
+def class_gradients(scores: keras.Model, xs: np.ndarray, c: int) -> np.ndarray:
+    """d scores[:, c] / d xs for a batch (n, frames, mels), one backward pass."""
+    xs = tf.convert_to_tensor(np.asarray(xs, np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        score = tf.reduce_sum(scores(xs, training=False)[:, c])
+    return tape.gradient(score, xs).numpy()
+
+
+# ---------------------------------------------------------------- gradient methods
+def vanilla_saliency(scores: keras.Model, x: np.ndarray, c: int) -> np.ndarray:
+    """|d logit_c / d x| over the real frames (Simonyan et al., ICLR workshop 2014)."""
+    return np.abs(class_gradients(scores, x[None], c)[0, :n_real_frames(x)]).astype(np.float32)
+
+
+def smoothgrad(scores: keras.Model, x: np.ndarray, c: int, samples: int = 25, noise: float = 0.15,
+               seed: int = 0) -> np.ndarray:
+    """Mean |gradient| over ``samples`` copies of x with Gaussian noise on the real frames (Smilkov et al. 2017).
+
+    sigma = ``noise`` * (max - min) of the real frames, the paper's 10-20 % rule. Padding
+    stays zero, so a masked model still sees where the clip ends.
+    """
+    n = n_real_frames(x)
+    rng = np.random.default_rng(seed)
+    sigma = noise * float(np.ptp(x[:n]))
+    xs = np.repeat(x[None], samples, axis=0).astype(np.float32)
+    xs[:, :n] += rng.normal(0.0, sigma, (samples, n, x.shape[1])).astype(np.float32)
+    return np.abs(class_gradients(scores, xs, c)[:, :n]).mean(axis=0).astype(np.float32)
+
+
+def integrated_gradients(scores: keras.Model, x: np.ndarray, c: int, steps: int = 32) -> np.ndarray:
+    """Integrated Gradients from the all-zero ("removed") input (Sundararajan et al., ICML 2017).
+
+    x * mean of the gradients at alpha * x, alpha at the ``steps`` midpoints of [0, 1].
+    Completeness: the map sums to about logit_c(x) - logit_c(0).
+    """
+    alphas = (np.arange(steps, dtype=np.float32) + 0.5) / steps
+    grads = class_gradients(scores, alphas[:, None, None] * x[None], c)
+    n = n_real_frames(x)
+    return (x[:n] * grads[:, :n].mean(axis=0)).astype(np.float32)
+
+
+def last_conv_layer(model: keras.Model):
+    """The last Conv1D/Conv2D layer of ``model``; :class:`MethodUnavailable` if it has none."""
+    convs = [layer for layer in model.layers if isinstance(layer, CONV_LAYERS)]
+    if not convs:
+        raise MethodUnavailable(f"model '{model.name}' has no convolution layer, which Grad-CAM and LRP need "
+                                f"(try saliency, smoothgrad, ig, lime, shap or attention)")
+    return convs[-1]
+
+
+def _resize(a: np.ndarray, n: int) -> np.ndarray:
+    """Linear interpolation of ``a`` along axis 0 to ``n`` samples, cell centres aligned."""
+    src = (np.arange(n) + 0.5) * len(a) / n - 0.5
+    return np.stack([np.interp(src, np.arange(len(a)), col) for col in a.reshape(len(a), -1).T], axis=-1
+                    ).reshape((n,) + a.shape[1:])
+
+
+def cam_to_input(cam: np.ndarray, frames: int, mels: int) -> np.ndarray:
+    """A Grad-CAM map over a conv layer's positions, resized to the (frames, mels) window.
+
+    1D (T'): a map over time, repeated across mel bands. 2D (H, W): the axis pairing whose
+    aspect ratio is closer to frames/mels is taken as (time, mel), so a network that turns
+    the window into a (mels, frames) image (AlexNet-Mel) is mapped back correctly.
+    """
+    if cam.ndim == 1:
+        return np.repeat(_resize(cam, frames)[:, None], mels, axis=1)
+    ratio = np.log(cam.shape[0] / cam.shape[1])
+    if abs(ratio - np.log(frames / mels)) > abs(ratio + np.log(frames / mels)):
+        cam = cam.T
+    return _resize(_resize(cam, frames).T, mels).T
+
+
+def grad_cam(model: keras.Model, x: np.ndarray, c: int, layer: str | None = None) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al., ICCV 2017) of logit_c at the last convolution (or ``layer``).
+
+    A_k: the layer's output channels; w_k: the mean over positions of d logit_c / d A_k;
+    map = ReLU(sum_k w_k A_k), resized to the window (:func:`cam_to_input`).
+    """
+    conv = model.get_layer(layer) if layer else last_conv_layer(model)
+    views = logits_and_embedding(model)   # shares the model's graph, so conv.output lies on the logits' path
+    probe = keras.Model(views.inputs[0], [conv.output, views.outputs[0]])
+    xt = tf.convert_to_tensor(x[None].astype(np.float32))
+    with tf.GradientTape() as tape:
+        activations, logits = probe(xt, training=False)
+        score = logits[0, c]
+    grads = tape.gradient(score, activations)[0].numpy()
+    a = activations[0].numpy()
+    weights = grads.reshape(-1, grads.shape[-1]).mean(axis=0)
+    cam = np.maximum(a @ weights, 0.0)
+    return cam_to_input(cam, x.shape[0], x.shape[1])[:n_real_frames(x)].astype(np.float32)
+
+
+# ---------------------------------------------------------------- LRP
+def _stabilised(z, epsilon: float):
+    return z + epsilon * tf.where(z >= 0, 1.0, -1.0)
+
+
+def _epsilon_rule(op, epsilon: float):
+    """``op`` with its backward pass replaced by the LRP epsilon rule.
+
+    The incoming "gradient" is the relevance R of the op's outputs z; the rule returns
+    R_a = a * d/da sum(z * stopgrad(R / (z + eps sign z))) for each tensor input a (the
+    "gradient x input" implementation trick, Montavon et al. 2019). For a linear layer
+    that is R_j = sum_k a_j w_jk R_k / (z_k + eps); for an Add, relevance splits in
+    proportion to the summands; through ReLU, pooling, reshapes and dropout it passes
+    unchanged. Inputs the outputs do not depend on differentiably (a padding mask) get none.
+    """
+    def call(*args, **kwargs):
+        flat = keras.tree.flatten((args, kwargs))
+        where = [i for i, t in enumerate(flat) if tf.is_tensor(t) and t.dtype.is_floating]
+
+        def run(tensors):
+            filled = list(flat)
+            for i, t in zip(where, tensors):
+                filled[i] = t
+            a, k = keras.tree.pack_sequence_as((args, kwargs), filled)
+            return keras.tree.flatten(op(*a, **k))
+
+        @tf.custom_gradient
+        def relevance_op(*tensors):
+            def backward(*relevance, variables=None):
+                with tf.GradientTape() as tape:
+                    tape.watch(tensors)
+                    z = run(tensors)
+                    total = tf.add_n([tf.reduce_sum(zo * tf.stop_gradient(r / _stabilised(zo, epsilon)))
+                                      for zo, r in zip(z, relevance) if r is not None])
+                grads = tape.gradient(total, list(tensors), unconnected_gradients="zero")
+                return [t * g for t, g in zip(tensors, grads)], [None] * len(variables or [])
+            return run(tensors), backward
+
+        outputs = relevance_op(*[flat[i] for i in where])
+        return outputs[0] if len(outputs) == 1 else list(outputs)
+    return call
+
+
+def lrp_epsilon(model: keras.Model, x: np.ndarray, c: int, epsilon: float = 0.01) -> np.ndarray:
+    """LRP-epsilon relevance (Bach et al., PLoS ONE 2015) of logit_c, for convolutional networks.
+
+    The logits view's graph is run with every layer's backward pass replaced by
+    :func:`_epsilon_rule`, starting from R = logit_c at class c; the relevance reaching the
+    input is the map. Conservative up to what biases and epsilon absorb: without biases and
+    with epsilon -> 0 it sums to logit_c. Uses Keras' functional-graph runner
+    (``Functional._run_through_graph``). Refused for models without convolutions
+    (attention and normalisation layers need other rules).
+    """
+    last_conv_layer(model)
+    graph = logits_model(model)
+    xt = tf.convert_to_tensor(x[None].astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        logits = graph._run_through_graph(xt, operation_fn=lambda op: _epsilon_rule(op, epsilon))
+    start = tf.one_hot([c], logits.shape[-1]) * logits
+    return tape.gradient(logits, xt, output_gradients=start)[0, :n_real_frames(x)].numpy().astype(np.float32)
+
+
+# ---------------------------------------------------------------- attention
+def attention_layers(model: keras.Model) -> list:
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.MultiHeadAttention)]
+    if not layers:
+        raise MethodUnavailable(f"model '{model.name}' has no MultiHeadAttention layer, so no attention "
+                                f"weights to show")
+    return layers
+
+
+def rollout(scores: list[np.ndarray], real: np.ndarray) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, ACL 2020): each token's weight, from per-layer (T, T) head-mean scores.
+
+    Per layer the residual is added as 0.5 A + 0.5 I and rows renormalised; the layers are
+    multiplied from input to output. A token's weight is its mean rollout from the tokens
+    where ``real`` is True (the ones the variants pool), or from all if none is.
+    """
+    tokens = scores[0].shape[0]
+    flow = np.eye(tokens)
+    for a in scores:
+        a = 0.5 * a + 0.5 * np.eye(tokens)
+        flow = (a / a.sum(axis=1, keepdims=True)) @ flow
+    return flow[real if real.any() else slice(None)].mean(axis=0)
+
+
+def attention_rollout(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """:func:`rollout` over the model's MultiHeadAttention layers (heads averaged), as a map over the window.
+
+    Tokens are equal runs of frames (patches); the map is over time, the same for every
+    mel band.
+    """
+    attention_layers(model)
+    scores = []
+
+    def record(op):
+        if not isinstance(op, keras.layers.MultiHeadAttention):
+            return op
+
+        def call(*args, **kwargs):
+            out, s = op(*args, return_attention_scores=True, **kwargs)
+            scores.append(s[0].numpy().mean(axis=0))
+            return out
+        return call
+
+    model._run_through_graph(tf.convert_to_tensor(x[None].astype(np.float32)), operation_fn=record)
+    tokens = scores[0].shape[0]
+    patch = x.shape[0] // tokens
+    real = np.abs(x[:tokens * patch]).reshape(tokens, -1).max(axis=1) > 0
+    frames = np.zeros(x.shape[0])
+    frames[:tokens * patch] = np.repeat(rollout(scores, real), patch)
+    return np.repeat(frames[:n_real_frames(x), None], x.shape[1], axis=1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- LIME and SHAP over patches
+def patch_segments(shape: tuple[int, int], patch: tuple[int, int]) -> np.ndarray:
+    """Integer labels (frames, mels) of a grid of ``patch``-sized time-frequency patches, row-major."""
+    frames, mels = shape
+    rows, cols = np.arange(frames) // patch[0], np.arange(mels) // patch[1]
+    return (rows[:, None] * (cols.max() + 1) + cols[None, :]).astype(int)
+
+
+def _hide(x_real: np.ndarray, segments: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Copies of ``x_real`` (n, frames, mels) with the patches where ``keep`` (n, patches) is 0 set to 0."""
+    return np.asarray(x_real, np.float32)[None] * keep[:, segments].astype(np.float32)
+
+
+def lime_map(predict, x: np.ndarray, c: int, patch=(16, 16), samples: int = 1000, seed: int = 0) -> np.ndarray:
+    """LIME (Ribeiro et al., KDD 2016) with time-frequency patches as the interpretable features.
+
+    ``lime.lime_image`` draws ``samples`` random subsets of patches, hides the others
+    (value 0), and fits its locally weighted ridge surrogate to p_c; a patch's map value
+    is its surrogate weight.
+    """
+    from lime import lime_image
+    x_real = x[:n_real_frames(x)]
+    segments = patch_segments(x_real.shape, patch)
+    explanation = lime_image.LimeImageExplainer(random_state=seed).explain_instance(
+        x_real.astype(np.float64), lambda images: predict(images[..., 0]), labels=(c,), top_labels=None,
+        hide_color=0.0, num_features=int(segments.max()) + 1, num_samples=samples, batch_size=64,
+        segmentation_fn=lambda image: segments)
+    weights = np.zeros(int(segments.max()) + 1)
+    for segment, weight in explanation.local_exp[c]:
+        weights[segment] = weight
+    return weights[segments].astype(np.float32)
+
+
+def shap_map(predict, x: np.ndarray, c: int, patch=(16, 16), samples: int = 1000, seed: int = 0) -> np.ndarray:
+    """Kernel SHAP (Lundberg & Lee, NeurIPS 2017) values of time-frequency patches for p_c.
+
+    Players are the patches, a coalition keeps its patches and hides the rest (value 0),
+    the reference is every patch hidden; ``shap.KernelExplainer`` with ``samples``
+    coalitions. The values sum to p_c(x) - p_c(all hidden).
+    """
+    import shap
+    x_real = x[:n_real_frames(x)]
+    segments = patch_segments(x_real.shape, patch)
+    n = int(segments.max()) + 1
+    np.random.seed(seed)   # KernelExplainer draws coalitions from numpy's global generator
+    explainer = shap.KernelExplainer(lambda keep: predict(_hide(x_real, segments, keep))[:, c], np.zeros((1, n)))
+    values = explainer.shap_values(np.ones((1, n)), nsamples=samples, silent=True)
+    return np.asarray(values, np.float64).reshape(-1)[segments].astype(np.float32)
+
+
+# ---------------------------------------------------------------- one entry point
+class Explainer:
+    """Every method of this module for one Keras classifier; builds each model view once."""
+
+    def __init__(self, model: keras.Model, patch=(16, 16), lime_samples: int = 1000, shap_samples: int = 1000,
+                 seed: int = 0, gradcam_layer: str | None = None):
+        self.model = model
+        self.scores = logits_model(model)
+        self.predict = window_predictor(model, int(model.input_shape[1]))
+        self.patch, self.lime_samples, self.shap_samples = tuple(patch), lime_samples, shap_samples
+        self.seed, self.gradcam_layer = seed, gradcam_layer
+
+    def available(self, method: str) -> str | None:
+        """None if ``method`` applies to this model, else the one-line reason it does not."""
+        try:
+            if method in ("gradcam", "lrp"):
+                last_conv_layer(self.model)
+            elif method == "attention":
+                attention_layers(self.model)
+            elif method not in METHODS:
+                return f"unknown method '{method}' (choose from {', '.join(METHODS)})"
+        except MethodUnavailable as e:
+            return str(e)
+        return None
+
+    def explain(self, method: str, x: np.ndarray, c: int) -> np.ndarray:
+        """The ``method`` map (n_real, mels) of class ``c`` on window ``x`` (frames, mels)."""
+        reason = self.available(method)
+        if reason:
+            raise MethodUnavailable(reason)
+        x = np.asarray(x, np.float32)
+        if method == "saliency":
+            return vanilla_saliency(self.scores, x, c)
+        if method == "smoothgrad":
+            return smoothgrad(self.scores, x, c, seed=self.seed)
+        if method == "ig":
+            return integrated_gradients(self.scores, x, c)
+        if method == "gradcam":
+            return grad_cam(self.model, x, c, self.gradcam_layer)
+        if method == "lrp":
+            return lrp_epsilon(self.model, x, c)
+        if method == "lime":
+            return lime_map(self.predict, x, c, self.patch, self.lime_samples, self.seed)
+        if method == "shap":
+            return shap_map(self.predict, x, c, self.patch, self.shap_samples, self.seed)
+        return attention_rollout(self.model, x)

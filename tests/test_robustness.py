@@ -1,0 +1,112 @@
+"""Noise, feature noise and attacks against hand-computed values on linear models; robustness.py end to end."""
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_wav
+
+from core import robustness
+
+keras = pytest.importorskip("keras")
+from core.saliency import logits_model
+
+W0, W1 = np.array([[1.0, -2.0], [0.5, 0.0]]), np.array([[0.0, 1.0], [-1.0, 2.0]])   # class weights over (2, 2)
+
+
+def linear_classifier(bias=(0.0, 0.0)):
+    """logit_k = sum(W_k * x) + b_k on (2 frames, 2 mels) inputs."""
+    inputs = keras.Input((2, 2))
+    dense = keras.layers.Dense(2, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([np.stack([W0.ravel(), W1.ravel()], axis=1).astype(np.float32), np.array(bias, np.float32)])
+    return logits_model(model)
+
+
+def test_real_frames_and_feature_noise_leave_padding_alone():
+    x = np.zeros((2, 4, 3), np.float32)
+    x[0, :2] = 1.0
+    x[1, :3, 1] = -0.5
+    np.testing.assert_array_equal(robustness.real_frames(x)[..., 0], [[1, 1, 0, 0], [1, 1, 1, 0]])
+    big = np.ones((1, 2000, 8), np.float32)
+    big[0, 1000:] = 0.0
+    noisy = robustness.feature_noise(big, 0.5, seed=0)
+    assert np.all(noisy[0, 1000:] == 0.0)
+    assert np.std(noisy[0, :1000] - 1.0) == pytest.approx(0.5, rel=0.03)
+
+
+def test_noise_draws_are_paired_across_snrs():
+    white = robustness.white_noise(3)
+    np.testing.assert_array_equal(white(0, 100), white(0, 100))
+    assert not np.array_equal(white(0, 100), white(1, 100))
+    bank = [np.zeros(10), np.ones(10), np.full(10, 2.0)]
+    picks = [robustness.recording_noise(bank, 3)(i, 50)[0] for i in range(20)]
+    assert picks == [robustness.recording_noise(bank, 3)(i, 50)[0] for i in range(20)] and len(set(picks)) == 3
+
+
+def test_fgsm_steps_eps_along_the_loss_gradient_sign():
+    # true class 0: d CE / d x = p_1 (W1 - W0), so the step is eps * sign(W1 - W0)
+    logits = linear_classifier()
+    x = np.array([[[0.2, 0.1], [0.3, -0.4]]], np.float32)
+    adv = robustness.fgsm(logits, x, np.array([0]), 0.1)
+    np.testing.assert_allclose(adv - x, 0.1 * np.sign(W1 - W0)[None], atol=1e-7)
+    padded = np.array([[[0.2, 0.1], [0.0, 0.0]]], np.float32)
+    np.testing.assert_allclose(robustness.fgsm(logits, padded, np.array([0]), 0.1)[0, 1], 0.0)
+
+
+def test_pgd_stays_in_the_ball_and_beats_fgsm():
+    logits = linear_classifier(bias=(1.0, 0.0))
+    x = np.random.default_rng(0).normal(0, 0.3, (16, 2, 2)).astype(np.float32)
+    y = np.asarray(logits(x)).argmax(axis=1)
+    adv = robustness.pgd(logits, x, y, 0.2, steps=8, seed=0)
+    assert np.abs(adv - x).max() <= 0.2 + 1e-6
+
+    def loss(z):
+        f = np.asarray(logits(z), np.float64)
+        return np.mean(np.log(np.exp(f).sum(axis=1)) - f[np.arange(len(y)), y])
+
+    assert loss(adv) >= loss(robustness.fgsm(logits, x, y, 0.2)) - 1e-6 > loss(x)
+
+
+def test_deepfool_finds_the_linear_boundary_in_one_step():
+    # binary linear model: the closest boundary point is |f1 - f0| / ||W1 - W0|| away
+    logits = linear_classifier(bias=(0.5, 0.0))
+    x = np.array([[[0.2, 0.1], [0.3, 0.4]]], np.float32)
+    f = np.asarray(logits(x))[0]
+    r, iterations, flipped = robustness.deepfool(logits, x, overshoot=0.02)
+    w = np.linalg.norm(W1 - W0)
+    assert np.linalg.norm(r) == pytest.approx(1.02 * (abs(f[1] - f[0]) + 1e-4) / w, rel=1e-4)
+    assert iterations.tolist() == [1] and flipped.tolist() == [True]
+    start = int(f.argmax())
+    towards = ((W0, W1)[1 - start] - (W0, W1)[start]) / w            # up the other class's logit
+    np.testing.assert_allclose(r[0] / np.linalg.norm(r), towards, atol=1e-5)
+    assert np.asarray(logits(x + r)).argmax() != f.argmax()
+
+
+def test_robustness_command(tmp_path, trained_model_dir, data_dir, capsys):
+    import robustness as command
+    out = tmp_path / "rob"
+    fast = ["--model-dir", str(trained_model_dir), "--out", str(out), "--snrs", "10", "0", "--eps", "0.1",
+            "--sigmas", "0.5", "--pgd-steps", "2", "--deepfool-iterations", "3", "--cache-dir", str(tmp_path / "c")]
+    command.main(fast)
+    assert "measures noise the model has heard" in capsys.readouterr().err   # data_dir/Noise/wind is what it trained with
+    table = pd.read_csv(out / "robustness.csv")
+    assert table.kind.tolist() == ["clean", "white", "white", "wind", "wind", "feature_gaussian", "fgsm", "pgd"]
+    assert table.loc[table.kind == "wind", "noise"].str.endswith("(seen in training)").all()
+    assert table.accuracy.between(0, 1).all() and (table.n == table.n[0]).all()
+    for name in ("noise_white.png", "noise_wind.png", "snr_curves.png", "adversarial_sensitivity.png"):
+        assert (out / name).stat().st_size > 1000
+    fooled = pd.read_csv(out / "deepfool.csv")
+    assert (fooled.rho[fooled.flipped] > 0).all()
+
+    fresh = tmp_path / "fresh_wind"
+    write_wav(fresh / "gust.wav", (0.05 * np.random.default_rng(5).standard_normal(16000)).astype(np.float32))
+    command.main([*fast, "--wind-dir", str(fresh), "--snrs", "0", "--eps", "0.1"])
+    table = pd.read_csv(out / "robustness.csv")
+    assert table.loc[table.kind == "wind", "noise"].tolist() == ["gust.wav (held out)"]
+
+
+def test_robustness_command_errors(tmp_path, trained_model_dir):
+    import robustness as command
+    with pytest.raises(SystemExit, match="no such model directory"):
+        command.main(["--model-dir", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match="Test: no such split"):
+        command.main(["--model-dir", str(trained_model_dir), "--data-dir", str(tmp_path)])
