@@ -23,8 +23,8 @@ MB = np.stack([M_A, M_B])
 
 def test_toy_model_by_hand():
     np.testing.assert_allclose(toy_predict(XB[:1]), [[0.7, 0.3]])
-    np.testing.assert_allclose(toy_predict((X * MB))[:, 0], [0.8, 0.4])
-    np.testing.assert_allclose(toy_predict((X * (1 - MB)))[:, 0], [0.4, 0.8])
+    np.testing.assert_allclose(toy_predict(X * MB)[:, 0], [0.8, 0.4])
+    np.testing.assert_allclose(toy_predict(X * (1 - MB))[:, 0], [0.4, 0.8])
 
 
 def test_average_increase():
@@ -147,7 +147,7 @@ def test_insertion_curve_by_hand_and_endpoints():
     assert p[0] == pytest.approx(toy_predict(np.zeros((1, 2, 2)))[0, 0])
     assert p[-1] == pytest.approx(toy_predict(X[None])[0, 0])
     # baseline other than 0: endpoints move with it
-    f, p = am.insertion_curve(toy_predict, X, S, c=0, steps=2, baseline=-1.0)
+    _f, p = am.insertion_curve(toy_predict, X, S, c=0, steps=2, baseline=-1.0)
     assert p[0] == pytest.approx(toy_predict(-np.ones((1, 2, 2)))[0, 0])
     assert p[-1] == pytest.approx(0.7)
     # c=None: the prediction on x
