@@ -38,7 +38,8 @@ from core.dataset import (CLASS_NAMES, DATASET_URL, DEFAULT_CACHE, DataSplits, D
                           import_noise, list_class_files, load_clips, load_splits)
 from core.features import (FeatureCache, FeatureConfig, clip_features, file_hash, log_mel,  # noqa: E402,F401
                            n_real_frames)
-from core.inference import Classifier, default_model_dir, read_model_config  # noqa: E402,F401
+from core.inference import (Classifier, Ensemble, default_model_dir, load_classifier,  # noqa: E402,F401
+                            read_model_config)
 from core.reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
 from core.training import (fit_classifier, make_batches, make_parser, noise_bank, one_hot,  # noqa: E402,F401
                            run_experiment)

@@ -10,11 +10,18 @@ Writes next to the model's animal_sound_model.keras:
                         with dynamic-range the activations are rounded to int8 too
     export.json         what was exported, with which versions, and the parity results
 
-Both map (batch, frames, mels) float32 log-Mel features to class probabilities.
-They are traced with training=False, so dropout, noise and random augmentation
-layers leave nothing in the exported graphs. Parity is measured on the Test
-split of the model's data directory: ONNX probabilities within 1e-4 of Keras',
-TFLite top-1 agreement with Keras at least 99% and its accuracy within 1 point.
+Both map a batch of the model's front-end features (float32) to its logits
+and embedding: log-Mel (batch, frames, mels), or for a transfer model
+(transfer.py) the backbone's chunk embeddings (batch, chunks, dim). A
+transfer model's exported files are its head alone: every backend embeds
+with the same frozen backbone (BirdNET's own TFLite file, which config.json
+names), so parity is measured on the head.
+
+The graphs are traced with training=False, so dropout, noise and random
+augmentation layers leave nothing in them. Parity is measured on the Test
+split of the model's data directory: ONNX probabilities within 1e-4 of
+Keras', TFLite top-1 agreement with Keras at least 99% and its accuracy
+within 1 point.
 Each file is written only if its own parity holds; one that fails is removed
 and the exit status is 1, so predict.py's automatic backend choice never picks
 a broken export.
@@ -31,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import common
+from core.front_ends import front_end_of
 
 ONNX_MAX_DIFF = 1e-4         # max |p_onnx - p_keras| over every Test clip and class
 TFLITE_MIN_AGREEMENT = 0.99  # share of Test clips whose top-1 class matches Keras'
@@ -62,13 +70,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def input_spec(shape: tuple, batch):
-    """The exported graphs' one input: float32 (batch, frames, mels) named log_mel."""
+def input_spec(shape: tuple, batch, name: str):
+    """The exported graphs' one input: float32 (batch, *shape) named after the front end (log_mel, ...)."""
     import tensorflow as tf
-    return tf.TensorSpec((batch, *shape), tf.float32, name="log_mel")
+    return tf.TensorSpec((batch, *shape), tf.float32, name=name)
 
 
-def inference_model(model):
+def inference_model(model, input_name: str):
     """``model`` (the logits and embedding view) in a functional wrapper that calls it with training=False.
 
     model.export traces ``model.__call__`` with training unset, and then Keras'
@@ -77,7 +85,7 @@ def inference_model(model):
     training=False baked into the call they leave no trace in the graph.
     """
     import keras
-    inputs = keras.Input(model.input_shape[1:], name="log_mel")
+    inputs = keras.Input(model.input_shape[1:], name=input_name)
     return keras.Model(inputs, model(inputs, training=False), name=f"{model.name}_inference")
 
 
@@ -104,13 +112,13 @@ def register_erfc() -> None:
             ctx.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
-def export_onnx(model, shape: tuple, path: Path) -> None:
+def export_onnx(model, shape: tuple, input_name: str, path: Path) -> None:
     """Write ``model`` as ONNX with a dynamic batch dimension; refuse unconverted or random ops."""
     import onnx
     register_erfc()
     with warnings.catch_warnings():   # Keras' numpy-2 patch for tf2onnx touches the deprecated np.object
         warnings.simplefilter("ignore", FutureWarning)
-        model.export(str(path), format="onnx", input_signature=[input_spec(shape, None)], verbose=False)
+        model.export(str(path), format="onnx", input_signature=[input_spec(shape, None, input_name)], verbose=False)
     # tf2onnx leaves the TensorFlow ops it cannot convert in the graph, under their TensorFlow names
     bad = sorted({n.op_type for n in onnx.load(str(path)).graph.node
                   if "Random" in n.op_type or not onnx.defs.has(n.op_type, n.domain)})
@@ -119,7 +127,7 @@ def export_onnx(model, shape: tuple, path: Path) -> None:
                           f"convert them; keep augmentation out of the saved model)")
 
 
-def export_tflite(model, shape: tuple, path: Path, quantization: str) -> None:
+def export_tflite(model, shape: tuple, input_name: str, path: Path, quantization: str) -> None:
     """Write ``model`` as TFLite with int8 weights, built-in ops only, batch size 1.
 
     ``quantization`` is "weights" (``int8_weights``: int8 storage, float
@@ -137,7 +145,7 @@ def export_tflite(model, shape: tuple, path: Path, quantization: str) -> None:
         archive.track(model)
         # the signature names the outputs, and backends.TFLitePredictor takes them by these names
         archive.add_endpoint("serve", lambda x: dict(zip(common.VIEW_OUTPUTS, model(x, training=False))),
-                             input_signature=[input_spec(shape, 1)])
+                             input_signature=[input_spec(shape, 1, input_name)])
         archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         if quantization == "dynamic-range":
@@ -224,17 +232,18 @@ def int8_weights(flatbuffer: bytes, share: float = INT8_SHARE) -> bytes:
 
 
 def load_test_split(config: dict, data_dir: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Features (n, frames, mels) and labels of the Test clips of the model's classes."""
+    """Front-end features (n, ...) and labels of the Test clips of the model's classes."""
+    front_end = front_end_of(config)
     test_dir = data_dir / "Test"
     if not test_dir.is_dir():
         raise common.DatasetError(f"{test_dir}: no Test split to check parity on (pass --data-dir, or --skip-parity)")
     classes = config["classes"]
     pairs = [(f, c) for f, c in zip(*common.list_class_files(test_dir)) if c in classes]
-    clips, _ = common.load_clips([f for f, _ in pairs], [c for _, c in pairs], classes, config["feature_config"],
-                          common.FeatureCache(cache_dir), desc="test features")
+    clips, _ = common.load_clips([f for f, _ in pairs], [c for _, c in pairs], classes, front_end.cfg,
+                                 common.FeatureCache(cache_dir), desc="test features")
     if not len(clips.y):
         raise common.DatasetError(f"{test_dir}: no readable clips of the model's classes")
-    return clips.x, clips.y
+    return front_end.featurize(clips, cache_dir).x, clips.y
 
 
 def batched(predict, x: np.ndarray) -> np.ndarray:
@@ -309,13 +318,14 @@ def install(staging: Path, model_dir: Path, parity: dict | None) -> list[str]:
     return written
 
 
-def export_record(model_dir: Path, shape: tuple, sizes: dict, seconds: float, quantization: str,
+def export_record(model_dir: Path, front_end, sizes: dict, seconds: float, quantization: str,
                   parity: dict | None, written: list[str]) -> dict:
-    """The content of export.json: files, input, quantisation, parity results, versions."""
+    """The content of export.json: files, input (and the front end that makes it), quantisation, parity, versions."""
     keras_file, onnx_file, tflite_file = common.FILES["keras"], common.ONNX_FILE, common.TFLITE_FILE
     return {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "export_seconds": round(seconds, 1),
             "keras_model": {"file": keras_file, "sha1": common.file_hash(model_dir / keras_file)},
-            "input": {"name": "log_mel", "shape": [None, *shape], "dtype": "float32"},
+            "input": {"name": front_end.input_name, "shape": [None, *front_end.input_shape], "dtype": "float32"},
+            "front_end": front_end.config()["front_end"],
             "onnx": {"file": onnx_file, "written": onnx_file in written, "bytes": sizes["onnx"], "batch": "dynamic"},
             "tflite": {"file": tflite_file, "written": tflite_file in written, "bytes": sizes["tflite"], "batch": 1,
                        "quantization": quantization, "scheme": QUANTIZATIONS[quantization]},
@@ -326,13 +336,13 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         clf = common.Classifier(args.model_dir, backend="keras")
-        shape = (clf.cfg.n_frames, clf.cfg.n_mels)
+        shape, name = clf.front_end.input_shape, clf.front_end.input_name
         # everything is built and checked in a hidden staging folder, then renamed into place
         with tempfile.TemporaryDirectory(dir=args.model_dir, prefix=".export-") as tmp:
             staging, start = Path(tmp), time.time()
-            model = inference_model(clf.predictor.view)   # outputs: logits, embedding
-            export_onnx(model, shape, staging / common.ONNX_FILE)
-            export_tflite(model, shape, staging / common.TFLITE_FILE, args.quantization)
+            model = inference_model(clf.predictor.view, name)   # outputs: logits, embedding
+            export_onnx(model, shape, name, staging / common.ONNX_FILE)
+            export_tflite(model, shape, name, staging / common.TFLITE_FILE, args.quantization)
             seconds = time.time() - start
             print(f"exported {args.model_dir} in {seconds:.1f} s")
             sizes = {b: (args.model_dir / f if b == "keras" else staging / f).stat().st_size
@@ -346,7 +356,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     except ExportError as e:
         sys.exit(f"error: {args.model_dir}: {e}")
-    record = export_record(args.model_dir, shape, sizes, seconds, args.quantization, parity, written)
+    record = export_record(args.model_dir, clf.front_end, sizes, seconds, args.quantization, parity, written)
     common.atomic_write(args.model_dir / "export.json", json.dumps(record, indent=2))
     print(f"wrote {', '.join([*written, 'export.json'])} to {args.model_dir}"
           + (" (parity not checked)" if parity is None else ""))

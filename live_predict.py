@@ -4,6 +4,7 @@
     python live_predict.py --list-devices
     python live_predict.py --device 2 --window-seconds 3 --hop-seconds 0.5 --smooth 4 --seconds 60
     python live_predict.py --file clip.wav [--no-realtime]
+    python live_predict.py --model-dir model/transfer --model-dir model/enhance    # an ensemble of two
 
 Audio is captured at the device's native rate, resampled to the model's rate,
 kept in a ring buffer, and every hop the latest window is classified with the
@@ -52,7 +53,9 @@ def parse_args(argv=None):
     src.add_argument("--device", help="input device index or name fragment (default: the system's default input)")
     src.add_argument("--file", type=Path, help="stream this recording instead of a microphone")
     src.add_argument("--list-devices", action="store_true", help="list input devices and exit")
-    p.add_argument("--model-dir", type=Path, help="trained model directory (default: best trained variant)")
+    p.add_argument("--model-dir", type=Path, action="append",
+                   help="trained model directory (default: best trained variant); give it again to average "
+                        "several models' calibrated probabilities (an ensemble)")
     p.add_argument("--backend", choices=common.BACKENDS, default="auto",
                    help="model runtime, as for predict.py (default: onnx, else tflite, else keras)")
     p.add_argument("--window-seconds", type=float, default=2.5, help="analysis window (default: %(default)s)")
@@ -142,7 +145,7 @@ class LivePipeline:
         if levels.max() < self.gate_db:
             self.recent.clear()   # a pause ends the smoothing: the next sound is not averaged with the last
             return Hop(label="silence", confidence=None, **span)
-        probs, scores = self.clf.analyse(common.clip_features(audio, self.cfg)[None])
+        probs, scores = self.clf.analyse_audio([audio])
         self.recent.append((probs[0], None if scores is None else scores[0]))
         mean = np.mean([p for p, _ in self.recent], axis=0)
         score = None if scores is None else float(np.mean([s for _, s in self.recent]))
@@ -154,8 +157,7 @@ class LivePipeline:
 
 def warm_up(clf, window_seconds: float) -> None:
     """Classify one silent window, so first-call costs (JIT, tracing: seconds) are paid before streaming."""
-    silence = np.zeros(int(window_seconds * clf.cfg.sr), np.float32)
-    clf.predict_features(common.clip_features(silence, clf.cfg)[None])
+    clf.analyse_audio([np.zeros(int(window_seconds * clf.cfg.sr), np.float32)])
 
 
 def meter(level_db: float, width: int = 20) -> str:
@@ -259,8 +261,8 @@ def main(argv=None):
         return
     # The model loads and warms up before the stream opens: the device's buffer would overflow meanwhile.
     try:
-        clf = common.Classifier(args.model_dir or common.default_model_dir(), args.backend,
-                                reject=not args.no_reject, threshold=args.reject_threshold)
+        clf = common.load_classifier(args.model_dir or [common.default_model_dir()], args.backend,
+                                     reject=not args.no_reject, threshold=args.reject_threshold)
     except common.ModelDirError as e:
         sys.exit(f"error: {e}")
     warm_up(clf, args.window_seconds)
@@ -271,7 +273,7 @@ def main(argv=None):
     progress = Progress()
     with source:
         pipeline = LivePipeline(clf, source.rate, args.window_seconds, args.hop_seconds, args.smooth, args.gate_db)
-        print(f"classifying {source.name} with {clf.model_dir} ({clf.backend}): {args.window_seconds:g} s windows "
+        print(f"classifying {source.name} with {clf.name}: {args.window_seconds:g} s windows "
               f"every {args.hop_seconds:g} s (Ctrl-C stops)", file=sys.stderr)
         try:
             run(source, pipeline, args.seconds, progress)

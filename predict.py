@@ -5,9 +5,12 @@
     python predict.py --dir recordings/ --format raven [--out tables/] [--combined]
     python predict.py --dir recordings/ --format audacity --workers 2
     python predict.py --dir /shared/season/ --format csv --out runs/ --engine ray --ray-address auto
+    python predict.py --file clip.wav --model-dir model/transfer --model-dir model/enhance   # an ensemble
 
 Without --model-dir the best trained variant is used (highest macro-F1 in
-model/results.csv, else model/enhance, else model/baseline). Without
+model/results.csv, else model/enhance, else model/baseline); several
+--model-dir are averaged (their calibrated probabilities; a window is
+unknown when most of the members that can reject would reject it). Without
 --backend the fastest runtime present is used: ONNX, then int8 TFLite (both
 written by export.py, and neither imports TensorFlow), else Keras.
 
@@ -52,7 +55,9 @@ def parse_args(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", type=Path, help="one recording")
     src.add_argument("--dir", type=Path, help="a folder, searched recursively")
-    p.add_argument("--model-dir", type=Path, help="trained model directory (default: best trained variant)")
+    p.add_argument("--model-dir", type=Path, action="append",
+                   help="trained model directory (default: best trained variant); give it again to average "
+                        "several models' calibrated probabilities (an ensemble)")
     p.add_argument("--backend", choices=common.BACKENDS, default="auto",
                    help="model runtime; auto: onnx, else tflite, else keras, whichever the model directory has")
     p.add_argument("--top-k", type=int, default=3, help="classes listed for --file")
@@ -268,7 +273,7 @@ def classify_one(args, clf):
 def engine_records(args, clf, todo, settings):
     """The records of ``todo``, from worker processes here or from Ray actors."""
     if args.engine == "local":
-        workers = args.workers or batch.default_workers(clf.backend)
+        workers = args.workers or batch.default_workers(clf)
         return batch.classify_local(clf, args.dir, todo, settings, workers)
     try:
         from core.ray_engine import classify_with_ray
@@ -282,8 +287,8 @@ def classify_dir(args, clf):
         sys.exit(f"error: {args.dir}: no such folder")
     outputs = Outputs(args) if args.csv or args.format else None
     rels = batch.list_recordings(args.dir)
-    settings = batch.Settings(str(clf.model_dir.resolve()), clf.backend, args.window_seconds, args.hop_seconds,
-                              not args.no_reject, args.reject_threshold)
+    settings = batch.Settings.of(clf, args.window_seconds, args.hop_seconds, not args.no_reject,
+                                 args.reject_threshold)
     with tempfile.TemporaryDirectory(prefix="predict-") as scratch:   # the journal of a run that writes no file
         journal = batch.Journal(outputs.journal if outputs else Path(scratch) / "journal.jsonl", settings.key(),
                                 args.resume)
@@ -312,8 +317,8 @@ def classify_dir(args, clf):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        clf = common.Classifier(args.model_dir or common.default_model_dir(), args.backend,
-                                reject=not args.no_reject, threshold=args.reject_threshold)
+        clf = common.load_classifier(args.model_dir or [common.default_model_dir()], args.backend,
+                                     reject=not args.no_reject, threshold=args.reject_threshold)
     except common.ModelDirError as e:
         sys.exit(f"error: {e}")
     if args.file:

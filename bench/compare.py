@@ -1,12 +1,20 @@
 """Train every variant on one split for several seeds and print one comparison table.
 
-    python -m bench.compare                                   # all five variants, seeds 42 43 44
-    python -m bench.compare --variants baseline enhance --seeds 42
+    python -m bench.compare                                   # all six variants, seeds 42 43 44
+    python -m bench.compare --variants transfer enhance --seeds 42 43 44
 
 The dataset is imported once (split seed 42) from --source into --work; each
 variant script then runs as a user would run it (a subprocess with
---data-dir/--model-dir/--seed), and a classical reference is computed on the
-same split: MFCC (+delta) mean/std statistics with a grid-searched RBF SVM.
+--data-dir/--model-dir/--seed). Reference rows are computed on the same split
+in the same run: MFCC (+delta) mean/std statistics with a grid-searched RBF
+SVM (the classical reference), and BirdNET V2.4 embeddings (mean over a
+clip's 3 s windows) with a standardised, class-balanced logistic regression
+(the practitioner's recipe; needs the optional BirdNET extra, and shares
+the transfer variant's embedding cache). When transfer and enhance both run,
+a row for their ensemble (predict.py --model-dir A --model-dir B) follows,
+scored by classifying each Test file as predict.py does. "ms / clip" is the
+model alone on one window of features (for transfer: the head, not the
+BirdNET embedding; see python -m bench.transfer).
 Output: a markdown table of mean ± std to stdout and bench/results/compare.json.
 """
 import argparse
@@ -21,10 +29,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 import common  # noqa: E402
+from core.backbones import DEFAULT_BACKBONE, BackboneUnavailable  # noqa: E402
 from core.backends import MODEL_FILE  # noqa: E402
+from core.front_ends import BackboneEmbeddings  # noqa: E402
 
 VARIANTS = {"baseline": "baseline.py", "mix_noise": "mix_noise.py", "alexnet": "train_alexnet.py",
-            "transformer": "enhance_transformer.py", "enhance": "enhance.py"}
+            "transformer": "enhance_transformer.py", "enhance": "enhance.py", "transfer": "transfer.py"}
+ENSEMBLE = ("transfer", "enhance")   # the variants whose ensemble gets a row when both run
 SHARED = ROOT.parent / "shared" / "data"
 
 
@@ -61,6 +72,51 @@ def svm_reference(data_dir: Path, seed: int) -> dict:
     return {**metrics, "train_seconds": train_seconds, "size_mb": None, "ms_per_clip": per_clip_ms}
 
 
+def chunk_means(x: np.ndarray) -> np.ndarray:
+    """(n, dim): the mean of each clip's real (non-zero) chunk embeddings in (n, chunks, dim)."""
+    real = (np.abs(x).max(axis=-1, keepdims=True) > 0).astype(x.dtype)
+    return (x * real).sum(axis=1) / np.maximum(real.sum(axis=1), 1)
+
+
+def birdnet_reference(data_dir: Path, seed: int, cache_dir: Path = common.DEFAULT_CACHE) -> dict:
+    """The practitioner's recipe on the same split: BirdNET embeddings + logistic regression.
+
+    Each clip is the mean of its 3 s windows' embeddings (the transfer
+    variant's cached ones); a standardised, class-balanced logistic
+    regression with scikit-learn's defaults is fitted on all of Training.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    front_end = BackboneEmbeddings(DEFAULT_BACKBONE).load()
+    data = common.load_splits(data_dir, front_end.cfg, seed, with_audio=True, cache_dir=cache_dir)
+    train, val, test = (front_end.featurize(part, cache_dir) for part in (data.train, data.val, data.test))
+    start = time.time()
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000))
+    model.fit(chunk_means(np.concatenate([train.x, val.x])), np.concatenate([train.y, val.y]))
+    train_seconds = time.time() - start
+    start = time.time()
+    probs = model.predict_proba(chunk_means(test.x))
+    per_clip_ms = 1000 * (time.time() - start) / len(test.y)
+    metrics, _, _ = common.evaluate(probs, test.y, data.classes)
+    return {**metrics, "train_seconds": train_seconds, "size_mb": None, "ms_per_clip": per_clip_ms}
+
+
+def ensemble_row(model_dirs: list, data_dir: Path) -> dict:
+    """Scores of the ensemble of ``model_dirs`` on the Test files, each classified as predict.py would."""
+    ensemble = common.load_classifier(model_dirs)
+    files, labels = common.list_class_files(data_dir / "Test")
+    probs, times = [], []
+    for f in files:
+        start = time.perf_counter()
+        probs.append(ensemble.classify(f).probs)
+        times.append(time.perf_counter() - start)
+    metrics, _, _ = common.evaluate(np.stack(probs), np.array([ensemble.classes.index(c) for c in labels]),
+                                    ensemble.classes)
+    return {**metrics, "size_mb": sum((Path(d) / MODEL_FILE).stat().st_size for d in model_dirs) / 1e6,
+            "ms_per_clip": 1000 * float(np.median(times))}
+
+
 def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list, tag: str = "",
                 threads: int | None = None) -> dict:
     """Train one variant as a user would, then measure its size and per-clip inference time.
@@ -79,7 +135,7 @@ def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
     metrics = json.loads((model_dir / "metrics.json").read_text())
     clf = common.Classifier(model_dir)
-    x = np.zeros((1, clf.cfg.n_frames, clf.cfg.n_mels), np.float32)
+    x = np.zeros((1, *clf.front_end.input_shape), np.float32)
     clf.predict_features(x)
     times = []
     for _ in range(20):
@@ -140,14 +196,26 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     p.add_argument("--no-svm", action="store_true", help="skip the classical reference row")
+    p.add_argument("--no-birdnet", action="store_true",
+                   help="skip the BirdNET + logistic regression reference row (it needs the optional BirdNET extra)")
     args, extra = p.parse_known_args(argv)   # anything else (e.g. --epochs 5) goes to every script
+    if "transfer" in args.variants or not args.no_birdnet:
+        try:
+            BackboneEmbeddings(DEFAULT_BACKBONE).load()
+        except BackboneUnavailable as e:
+            sys.exit(f"error: {e}; or leave out the transfer variant and pass --no-birdnet")
     data_dir = prepare_split(args)
     runs = {}
     for seed in args.seeds:
         if not args.no_svm:
             runs.setdefault("MFCC+SVM (reference)", []).append(svm_reference(data_dir, seed))
+        if not args.no_birdnet:
+            runs.setdefault("BirdNET+LogReg (reference)", []).append(birdnet_reference(data_dir, seed))
         for variant in args.variants:
             runs.setdefault(variant, []).append(run_variant(variant, data_dir, args.work, seed, extra))
+        if set(ENSEMBLE) <= set(args.variants):
+            runs.setdefault(" + ".join(ENSEMBLE), []).append(ensemble_row(
+                [args.work / "model" / f"{variant}-seed{seed}" for variant in ENSEMBLE], data_dir))
         print(summarise(runs), flush=True)
     publish(runs, args.seeds, "compare")
 

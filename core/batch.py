@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .audio import AudioError, is_audio_file
 from .backends import FILES
-from .inference import Classifier, Recording, Window
+from .inference import Classifier, Ensemble, Recording, Window, WindowClassifier
 from .reports import atomic_write
 
 JOURNAL_VERSION = 1
@@ -56,32 +56,41 @@ class RunInterrupted(RuntimeError):
 class Settings:
     """Everything a record depends on besides the recording itself (picklable, for workers).
 
-    ``reject`` and ``threshold`` are the Classifier's open-set rule: a
-    recording's probabilities are the mean over the windows it accepts.
+    ``models`` are the (model directory, backend) pairs of the classifier:
+    one, or the members of an ensemble (:class:`core.inference.Ensemble`).
+    ``reject`` and ``threshold`` are its open-set rule: a recording's
+    probabilities are the mean over the windows it accepts.
     """
-    model_dir: str
-    backend: str
+    models: tuple[tuple[str, str], ...]
     window_seconds: float | None = None
     hop_seconds: float | None = None
     reject: bool = True
     threshold: float | None = None
 
-    def classifier(self) -> Classifier:
+    @classmethod
+    def of(cls, clf: WindowClassifier, *args, **kwargs) -> Settings:
+        """The settings of a loaded classifier (its directories made absolute, for workers that run elsewhere)."""
+        return cls(tuple((str(m.model_dir.resolve()), m.backend) for m in clf.members), *args, **kwargs)
+
+    def classifier(self) -> WindowClassifier:
         """The model, loaded silently: the main process has already said what loading it has to say."""
         with contextlib.redirect_stderr(io.StringIO()):
-            return Classifier(self.model_dir, self.backend, self.reject, self.threshold)
+            if len(self.models) == 1:
+                return Classifier(*self.models[0], self.reject, self.threshold)
+            return Ensemble([Classifier(*model) for model in self.models], self.reject)
 
     def key(self) -> str:
-        """Hash of these settings and of the model's files (config, network, open-set arrays).
+        """Hash of these settings and of the models' files (config, network, open-set arrays).
 
         A journal is reused only under the same key, so a retrained model never
         mixes its records with an older one's.
         """
-        h = hashlib.sha1(json.dumps([JOURNAL_VERSION, self.backend, self.window_seconds, self.hop_seconds,
-                                     self.reject, self.threshold]).encode())
-        model_dir = Path(self.model_dir)
-        for path in [model_dir / "config.json", model_dir / FILES[self.backend], *sorted(model_dir.rglob("*.npy"))]:
-            h.update(path.read_bytes())
+        h = hashlib.sha1(json.dumps([JOURNAL_VERSION, [backend for _, backend in self.models], self.window_seconds,
+                                     self.hop_seconds, self.reject, self.threshold]).encode())
+        for model_dir, backend in self.models:
+            model_dir = Path(model_dir)
+            for path in [model_dir / "config.json", model_dir / FILES[backend], *sorted(model_dir.rglob("*.npy"))]:
+                h.update(path.read_bytes())
         return h.hexdigest()[:16]
 
 
@@ -206,9 +215,9 @@ class Journal:
 
 # ---------------------------------------------------------------- workers
 
-def default_workers(backend: str) -> int:
-    """Every core this process may use; one for Keras, which already spreads one model over every core."""
-    return 1 if backend == "keras" else len(os.sched_getaffinity(0))
+def default_workers(clf: WindowClassifier) -> int:
+    """Every core this process may use; one where Keras runs, as it already spreads one model over every core."""
+    return 1 if any(m.backend == "keras" for m in clf.members) else len(os.sched_getaffinity(0))
 
 
 _worker: dict = {}   # the classifier and settings of this worker process

@@ -1,16 +1,25 @@
-"""Loading a trained model directory safely, and classifying recordings of any length (or saying "unknown")."""
+"""Loading trained model directories safely, and classifying recordings of any length (or saying "unknown").
+
+:class:`Classifier` is one model directory; :class:`Ensemble` several, whose
+calibrated probabilities it averages. Both cut a recording into windows and
+decide each (:class:`WindowClassifier`), and :func:`load_classifier` gives
+whichever a list of directories asks for.
+"""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
 from .audio import warn
+from .backbones import BackboneUnavailable
 from .backends import ModelDirError, load_predictor
 from .calibration import softmax
-from .features import FEATURE_VERSION, FeatureConfig, clip_features
+from .features import FEATURE_VERSION, FeatureConfig
+from .front_ends import LogMel, front_end_of
 from .negatives import BACKGROUND
 from .rejection import EMBEDDING_SCORES, OpenSet
 from .reports import latest_runs
@@ -18,7 +27,7 @@ from .windows import iter_windows
 
 
 def read_model_config(model_dir) -> dict:
-    """The validated ``config.json`` of ``model_dir`` (classes, feature parameters, provenance)."""
+    """The validated ``config.json`` of ``model_dir`` (classes, front end, provenance)."""
     model_dir = Path(model_dir)
     path = model_dir / "config.json"
     if not model_dir.is_dir():
@@ -27,12 +36,12 @@ def read_model_config(model_dir) -> dict:
         raise ModelDirError(f"{path}: missing, so {model_dir} is not a trained model directory")
     try:
         config = json.loads(path.read_text())
-        config["feature_config"] = FeatureConfig.from_dict(config["features"])
+        front_end = front_end_of(config)
         classes = config["classes"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, BackboneUnavailable) as e:
         raise ModelDirError(f"{path}: incompatible model config ({type(e).__name__}: {e})") from None
-    if config["feature_config"].version != FEATURE_VERSION:
-        raise ModelDirError(f"{path}: features version {config['feature_config'].version}, this toolkit "
+    if isinstance(front_end, LogMel) and front_end.cfg.version != FEATURE_VERSION:
+        raise ModelDirError(f"{path}: features version {front_end.cfg.version}, this toolkit "
                             f"reads version {FEATURE_VERSION}; retrain the model")
     if not isinstance(classes, list) or len(classes) < 2:
         raise ModelDirError(f"{path}: 'classes' must list at least two class names")
@@ -70,57 +79,29 @@ class Recording:
     windows: list[Window]
 
 
-class Classifier:
-    """A trained model plus the feature front end, calibration and rejection rule it was trained with.
+class WindowClassifier:
+    """What :class:`Classifier` and :class:`Ensemble` share: deciding a window, classifying a recording.
 
-    ``backend`` picks the runtime (see :mod:`core.backends`): "keras" loads the
-    ``.keras`` file in safe mode (no deserialised code runs), "onnx" and
-    "tflite" the files export.py writes, "auto" the fastest one present. Labels
-    come from ``config.json`` and arrays from ``.npy`` files: nothing in a
-    model directory is ever unpickled.
-
-    Probabilities are calibrated (temperature scaling) and a clip whose OOD
-    score is above the model's threshold is labelled :data:`UNKNOWN`, unless
-    ``reject`` is False. ``threshold`` overrides the model's threshold. A model
-    trained before open-set rejection existed has neither: it gets its plain
-    softmax and one warning that it cannot reject.
+    A subclass sets ``classes``, ``cfg`` (the sample rate and window span that
+    recordings are cut with), ``reject`` and ``threshold``, and implements
+    :meth:`analyse_audio`.
     """
+    classes: list[str]
+    cfg: FeatureConfig
+    reject: bool
+    threshold: float | None
 
-    def __init__(self, model_dir, backend: str = "auto", reject: bool = True, threshold: float | None = None):
-        self.model_dir = Path(model_dir)
-        self.config = read_model_config(self.model_dir)
-        self.cfg: FeatureConfig = self.config["feature_config"]
-        self.classes: list[str] = self.config["classes"]
-        self.predictor = load_predictor(self.model_dir, backend)
-        self.backend: str = self.predictor.name
-        expected = (self.cfg.n_frames, self.cfg.n_mels)
-        if self.predictor.input_shape != expected or self.predictor.n_classes != len(self.classes):
-            raise ModelDirError(f"{self.model_dir} ({self.backend}): model maps {self.predictor.input_shape} to "
-                                f"{self.predictor.n_classes} classes, config says {expected} to "
-                                f"{len(self.classes)}")
-        self.open_set = load_open_set(self.model_dir, self.config)
-        needs_embedding = self.open_set is not None and self.open_set.score in EMBEDDING_SCORES
-        if needs_embedding and not self.predictor.has_embedding:
-            raise ModelDirError(f"{self.model_dir} ({self.backend}): the exported file has no embedding output, "
-                                f"which the {self.open_set.score} score needs; re-run export.py")
-        if reject and self.open_set is None:
-            warn(f"{self.model_dir} was trained before open-set rejection: it cannot say '{UNKNOWN}' "
-                 f"(retrain it to enable)")
-        self.reject = reject and self.open_set is not None
-        self.animals = [i for i, c in enumerate(self.classes) if c != BACKGROUND]
-        self.threshold = (threshold if threshold is not None else
-                          self.open_set.thresholds[self.open_set.score] if self.open_set else None)
+    @functools.cached_property
+    def animals(self) -> list[int]:
+        """The outputs that are animals: all but a reserved background output."""
+        return [i for i, c in enumerate(self.classes) if c != BACKGROUND]
 
-    def analyse(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Calibrated probabilities (n, classes) and OOD scores (n,) (None: no open-set statistics)."""
-        logits, embedding = self.predictor.run(np.asarray(x, np.float32))
-        if self.open_set is None:
-            return softmax(logits), None
-        return self.open_set.probabilities(logits), self.open_set.ood_score(logits, embedding)
+    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities (n, classes) and OOD scores (n,) (None: cannot reject) of audio windows.
 
-    def predict_features(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities (n, classes) for a feature batch (n, frames, mels)."""
-        return self.analyse(x)[0]
+        The windows are at ``sr`` Hz (default: ``cfg.sr``).
+        """
+        raise NotImplementedError
 
     def decide(self, probs: np.ndarray, ood_score: float | None = None) -> tuple[str, float]:
         """The label and its confidence: the most probable animal, or :data:`UNKNOWN` when rejected.
@@ -148,14 +129,14 @@ class Classifier:
         windows, spans, pending = [], [], []
 
         def flush():
-            probs, scores = self.analyse(np.stack(pending))
+            probs, scores = self.analyse_audio(pending)
             scores = [None] * len(probs) if scores is None else scores.tolist()
             windows.extend(Window(a, b, p, s) for (a, b), p, s in zip(spans[len(windows):], probs, scores))
             pending.clear()
 
         for start, end, audio in iter_windows(path, self.cfg, window_seconds, hop_seconds):
             spans.append((start, end))
-            pending.append(clip_features(audio, self.cfg))
+            pending.append(audio)
             if len(pending) == batch:
                 flush()
         if pending:
@@ -164,6 +145,123 @@ class Classifier:
             return Recording(np.mean([w.probs for w in windows], axis=0), None, windows)
         accepted = [w for w in windows if self.decide(w.probs, w.ood_score)[0] != UNKNOWN] or windows
         return Recording(np.mean([w.probs for w in accepted], axis=0), min(w.ood_score for w in windows), windows)
+
+
+class Classifier(WindowClassifier):
+    """A trained model plus the front end, calibration and rejection rule it was trained with.
+
+    The front end (:mod:`core.front_ends`) is the one ``config.json`` names:
+    log-Mel when it names none, as in every model trained before front ends
+    had names, or a pretrained backbone's embeddings. ``cfg`` is its
+    :class:`FeatureConfig` (sample rate, window span).
+
+    ``backend`` picks the runtime (see :mod:`core.backends`): "keras" loads the
+    ``.keras`` file in safe mode (no deserialised code runs), "onnx" and
+    "tflite" the files export.py writes, "auto" the fastest one present. Labels
+    come from ``config.json`` and arrays from ``.npy`` files: nothing in a
+    model directory is ever unpickled.
+
+    Probabilities are calibrated (temperature scaling) and a clip whose OOD
+    score is above the model's threshold is labelled :data:`UNKNOWN`, unless
+    ``reject`` is False. ``threshold`` overrides the model's threshold. A model
+    trained before open-set rejection existed has neither: it gets its plain
+    softmax and one warning that it cannot reject.
+    """
+
+    def __init__(self, model_dir, backend: str = "auto", reject: bool = True, threshold: float | None = None):
+        self.model_dir = Path(model_dir)
+        self.config = read_model_config(self.model_dir)
+        try:
+            self.front_end = front_end_of(self.config).load()
+        except BackboneUnavailable as e:
+            raise ModelDirError(f"{self.model_dir}: {e}") from None
+        self.cfg: FeatureConfig = self.front_end.cfg
+        self.classes: list[str] = self.config["classes"]
+        self.predictor = load_predictor(self.model_dir, backend)
+        self.backend: str = self.predictor.name
+        expected = self.front_end.input_shape
+        if self.predictor.input_shape != expected or self.predictor.n_classes != len(self.classes):
+            raise ModelDirError(f"{self.model_dir} ({self.backend}): model maps {self.predictor.input_shape} to "
+                                f"{self.predictor.n_classes} classes, config says {expected} to "
+                                f"{len(self.classes)}")
+        self.open_set = load_open_set(self.model_dir, self.config)
+        needs_embedding = self.open_set is not None and self.open_set.score in EMBEDDING_SCORES
+        if needs_embedding and not self.predictor.has_embedding:
+            raise ModelDirError(f"{self.model_dir} ({self.backend}): the exported file has no embedding output, "
+                                f"which the {self.open_set.score} score needs; re-run export.py")
+        if reject and self.open_set is None:
+            warn(f"{self.model_dir} was trained before open-set rejection: it cannot say '{UNKNOWN}' "
+                 f"(retrain it to enable)")
+        self.reject = reject and self.open_set is not None
+        self.threshold = (threshold if threshold is not None else
+                          self.open_set.thresholds[self.open_set.score] if self.open_set else None)
+        self.name = f"{self.model_dir} ({self.backend})"
+        self.members = [self]
+
+    def analyse(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities (n, classes) and OOD scores (n,) (None: no open-set statistics)."""
+        logits, embedding = self.predictor.run(np.asarray(x, np.float32))
+        if self.open_set is None:
+            return softmax(logits), None
+        return self.open_set.probabilities(logits), self.open_set.ood_score(logits, embedding)
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (n, classes) for a batch of front-end features."""
+        return self.analyse(x)[0]
+
+    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        if sr is not None and sr != self.cfg.sr:
+            import soxr
+            windows = [soxr.resample(w, sr, self.cfg.sr, "HQ") for w in windows]
+        return self.analyse(np.stack([self.front_end.features(w) for w in windows]))
+
+
+class Ensemble(WindowClassifier):
+    """Several trained models as one: the mean of their calibrated probabilities.
+
+    The members must have the same classes, in the same order. A window is cut
+    once, at the highest sample rate among them (on that member's span), and
+    resampled for the others. Its OOD score is the share of the members able
+    to reject that would call it unknown on their own (by their own scores and
+    thresholds); the ensemble rejects it when more than half would
+    (``threshold`` 0.5: with two members, when both do).
+    """
+
+    def __init__(self, members: list[Classifier], reject: bool = True):
+        for m in members[1:]:
+            if m.classes != members[0].classes:
+                raise ModelDirError(f"{m.model_dir}: classes {m.classes} differ from {members[0].model_dir}'s "
+                                    f"{members[0].classes}, so their probabilities cannot be averaged")
+        self.members = members
+        self.classes = members[0].classes
+        self.cfg = max((m.cfg for m in members), key=lambda cfg: cfg.sr)
+        self.can_reject = any(m.reject for m in members)
+        self.reject = reject and self.can_reject
+        self.threshold = 0.5
+        self.backend = "+".join(m.backend for m in members)
+        self.name = " + ".join(m.name for m in members)
+        self.config = {"variant": "ensemble", "members": [str(m.model_dir) for m in members],
+                       "data_dir": members[0].config.get("data_dir")}
+
+    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        results = [m.analyse_audio(windows, sr or self.cfg.sr) for m in self.members]
+        probs = np.mean([p for p, _ in results], axis=0)
+        if not self.can_reject:
+            return probs, None
+        votes = [[m.decide(p, s)[0] == UNKNOWN for p, s in zip(member_probs, member_scores)]
+                 for m, (member_probs, member_scores) in zip(self.members, results) if m.reject]
+        return probs, np.mean(votes, axis=0)
+
+
+def load_classifier(model_dirs, backend: str = "auto", reject: bool = True,
+                    threshold: float | None = None) -> WindowClassifier:
+    """A :class:`Classifier` for one model directory, an :class:`Ensemble` for several."""
+    dirs = [model_dirs] if isinstance(model_dirs, (str, Path)) else list(model_dirs)
+    if len(dirs) == 1:
+        return Classifier(dirs[0], backend, reject, threshold)
+    if threshold is not None:
+        raise ModelDirError("a rejection threshold applies to one model; an ensemble's members reject by their own")
+    return Ensemble([Classifier(d, backend) for d in dirs], reject)
 
 
 def load_open_set(model_dir: Path, config: dict) -> OpenSet | None:

@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 
 from .dataset import DatasetError, list_class_files, load_clips
+from .backends import ModelDirError
 from .features import FeatureCache
+from .front_ends import LogMel
 from .inference import Classifier, default_model_dir
 
 
@@ -28,9 +30,15 @@ def examination_parser(description: str, outputs: str) -> argparse.ArgumentParse
 def keras_classifier(model_dir=None) -> Classifier:
     """The model in ``model_dir`` (default: the best trained variant) on the Keras backend, which gradients need.
 
-    Raises :class:`core.backends.ModelDirError` (one line) when it cannot be loaded.
+    These commands examine log-Mel inputs; a model on another front end (a
+    transfer model's backbone embeddings) raises :class:`core.backends.ModelDirError`
+    (one line), as does one that cannot be loaded.
     """
-    return Classifier(model_dir or default_model_dir(), backend="keras")
+    clf = Classifier(model_dir or default_model_dir(), backend="keras")
+    if not isinstance(clf.front_end, LogMel):
+        raise ModelDirError(f"{clf.model_dir}: its input is {clf.front_end.input_name} ({clf.front_end.kind} front "
+                            f"end); only log-Mel models can be examined")
+    return clf
 
 
 def training_data_dir(config: dict) -> Path:

@@ -15,7 +15,7 @@ import pandas as pd
 from . import openset
 from .audio import AudioError, is_audio_file, warn
 from .dataset import list_class_files, load_clips
-from .features import FeatureCache, clip_features
+from .features import FeatureCache
 from .rejection import DEPLOYABLE_SCORES
 from .reports import save_figure
 from .windows import iter_windows
@@ -31,11 +31,11 @@ def test_split(clf, data_dir: Path, cache_dir) -> tuple[np.ndarray, np.ndarray]:
         raise AudioError(Path(data_dir) / "Test", "no Test clips of the model's classes")
     clips, _ = load_clips([f for f, _ in pairs], [c for _, c in pairs], clf.classes, clf.cfg,
                           FeatureCache(cache_dir) if cache_dir else None, desc="test features")
-    return clips.x, clips.y
+    return clf.front_end.featurize(clips, cache_dir).x, clips.y
 
 
 def folder_windows(folder: Path, clf, max_windows_per_file: int = 64) -> np.ndarray:
-    """Features (n, frames, mels) of the analysis windows of every recording under ``folder``.
+    """Front-end features (n, ...) of the analysis windows of every recording under ``folder``.
 
     Unreadable recordings are skipped with a warning; a folder with no usable
     audio raises :class:`AudioError` naming it.
@@ -49,7 +49,7 @@ def folder_windows(folder: Path, clf, max_windows_per_file: int = 64) -> np.ndar
             for i, (_, _, audio) in enumerate(iter_windows(path, clf.cfg)):
                 if i == max_windows_per_file:
                     break
-                windows.append(clip_features(audio, clf.cfg))
+                windows.append(clf.front_end.features(audio))
         except AudioError as e:
             warn(f"skipping {e}")
             skipped += 1

@@ -8,6 +8,7 @@ the artifacts atomically.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -31,6 +32,7 @@ from .dataset import (
     load_splits,
 )
 from .features import FeatureConfig
+from .front_ends import LogMel
 from .negatives import BACKGROUND, DEFAULT_OUTLIERS, OUTLIER_DESIGNS, add_negatives, collect_negatives
 from .openset import accuracy_after_rejection, auroc
 from .rejection import DEFAULT_KEEP, DEFAULT_SCORE, DEPLOYABLE_SCORES, SCORE_PREFERENCE, OpenSet
@@ -80,11 +82,18 @@ def ensure_dataset(data_dir: Path) -> None:
           f"{summary['duplicate_groups']} duplicate groups)")
 
 
-def prepare_data(args, with_audio: bool = False) -> DataSplits:
-    """Load the splits for ``args`` (importing the public dataset first if none is there), with negatives."""
+def prepare_data(args, with_audio: bool = False, front_end=None) -> DataSplits:
+    """Load the splits for ``args`` (importing the public dataset first if none is there), with negatives.
+
+    Clips are decoded at ``front_end.cfg``'s rate and window (log-Mel by
+    default) and carry that front end's features: a backbone front end
+    embeds them after loading, negatives included.
+    """
     ensure_dataset(args.data_dir)
-    cfg = FeatureConfig()
-    data = load_splits(args.data_dir, cfg, args.seed, args.val_size, with_audio, args.cache_dir)
+    front_end = front_end or LogMel()
+    cfg = front_end.cfg
+    data = load_splits(args.data_dir, cfg, args.seed, args.val_size, with_audio or front_end.needs_audio,
+                       args.cache_dir)
     print(f"data: {len(data.train.y)} train, {len(data.val.y)} validation, {len(data.test.y)} test clips, "
           f"{len(data.classes)} classes" + (f", {data.skipped} unreadable skipped" if data.skipped else ""))
     if args.outliers != "none":
@@ -92,7 +101,8 @@ def prepare_data(args, with_audio: bool = False) -> DataSplits:
         data = add_negatives(data, negatives, cfg, args.outliers, args.seed, args.val_size)
         print(f"outlier exposure ({args.outliers}): {len(negatives.audio)} negative clips "
               f"({', '.join(sorted(set(negatives.kinds)))}) added to training and validation")
-    return data
+    return dataclasses.replace(data, **{part: front_end.featurize(getattr(data, part), args.cache_dir)
+                                        for part in ("train", "val", "test")})
 
 
 def noise_bank(args, cfg: FeatureConfig) -> list:
@@ -232,22 +242,24 @@ def fit_open_set(model, data: DataSplits, args) -> tuple[OpenSet, dict]:
     return open_set, {"probs": probs, "uncalibrated": uncalibrated, "val_metrics": val_metrics, "metrics": metrics}
 
 
-def run_experiment(variant: str, args, train_fn, with_audio: bool = False) -> dict:
+def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front_end=None) -> dict:
     """Run one training recipe end to end and publish its artifacts; returns the test metrics.
 
     ``train_fn(data, args, staging)`` builds and fits a model and returns
-    ``(model, history)``; the model maps (batch, frames, mels) features to class
-    probabilities. Everything is written into a staging directory beside
-    ``args.model_dir`` and swapped in only once complete, so a failed or
-    interrupted run leaves the previous model untouched.
+    ``(model, history)``; the model maps a batch of ``front_end`` features
+    (log-Mel (frames, mels) by default, see :mod:`core.front_ends`) to class
+    probabilities, and ``config.json`` names that front end. Everything is
+    written into a staging directory beside ``args.model_dir`` and swapped in
+    only once complete, so a failed or interrupted run leaves the previous
+    model untouched.
     """
     import keras
     keras.utils.set_random_seed(args.seed)
     try:
-        data = prepare_data(args, with_audio)
+        front_end = front_end or LogMel()
+        data = prepare_data(args, with_audio, front_end)
     except DatasetError as e:
         sys.exit(f"error: {e}")
-    cfg = FeatureConfig()
     args.model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=args.model_dir.parent, prefix=f".{args.model_dir.name}.partial-"))
     try:
@@ -261,8 +273,8 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False) -> di
                        val_macro_f1=calibration["val_metrics"]["macro_f1"],
                        val_ood_auroc=calibration["val_metrics"]["ood_auroc"], n_train=len(data.train.y),
                        n_val=len(data.val.y), epochs_run=len(history), parameters=int(model.count_params()))
-        config = {"variant": variant, "features": cfg.to_dict(), "classes": data.classes,
-                  "input_shape": [cfg.n_frames, cfg.n_mels], "seed": args.seed,
+        config = {"variant": variant, **front_end.config(), "classes": data.classes, "network": model.name,
+                  "input_shape": list(front_end.input_shape), "seed": args.seed,
                   "data_manifest_hash": data.manifest_hash, "data_dir": str(args.data_dir.resolve()),
                   "open_set": open_set.config(),
                   "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -128,7 +128,7 @@ def test_list_recordings_is_sorted_relative_and_audio_only(archive):
 # ---------------------------------------------------------------- workers
 
 def test_records_round_trip_through_json(toy_model, archive):
-    settings = batch.Settings(str(toy_model), "onnx")
+    settings = batch.Settings(((str(toy_model), "onnx"),))
     clf = settings.classifier()
     rels = batch.list_recordings(archive)[:2]
     records = {r["file"]: r for r in batch.classify_local(clf, archive, rels, settings, workers=1)}
@@ -142,7 +142,7 @@ def test_records_round_trip_through_json(toy_model, archive):
 
 
 def test_a_worker_that_dies_stops_the_run_naming_the_files_in_flight(archive, tmp_path):
-    settings = batch.Settings(str(tmp_path / "deleted-model"), "onnx")   # every worker fails to start
+    settings = batch.Settings(((str(tmp_path / "deleted-model"), "onnx"),))   # every worker fails to start
     rels = batch.list_recordings(archive)[:3]
     with pytest.raises(batch.RunInterrupted, match="a worker process died while reading one of: site0/broken.wav, "):
         list(batch.classify_local(None, archive, rels, settings, workers=2))

@@ -232,7 +232,7 @@ def test_int8_weights_stores_int8_per_output_channel_and_computes_in_float(tmp_p
     hidden = dense[1](dense[0](inputs))
     model = keras.Model(inputs, [dense[2](hidden), hidden])    # logits and embedding, as export.py exports
     for scheme in export.QUANTIZATIONS:
-        export.export_tflite(model, (64,), tmp_path / f"{scheme}.tflite", scheme)
+        export.export_tflite(model, (64,), "log_mel", tmp_path / f"{scheme}.tflite", scheme)
     interpreter = backends.TFLitePredictor(tmp_path / "weights.tflite").interpreter
     int8 = sorted((t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8), key=lambda t: -t["shape"][1])
     assert [list(t["shape"]) for t in int8] == [[32, 64], [32, 32]]
