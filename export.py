@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import common
+from core.calibration import activate
 from core.front_ends import front_end_of
 
 ONNX_MAX_DIFF = 1e-4         # max |p_onnx - p_keras| over every Test clip and class
@@ -269,9 +270,13 @@ def agreement(probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict:
 def check_parity(clf, staging: Path, data_dir: Path, cache_dir: Path) -> dict:
     """Keras vs the staged ONNX and TFLite files on the Test split; ``passed`` says whether every threshold holds."""
     x, y = load_test_split(clf.config, data_dir, cache_dir)
-    keras_probs = batched(clf.predictor.predict, x)
-    onnx = agreement(batched(common.OnnxPredictor(staging / common.ONNX_FILE).predict, x), keras_probs, y)
-    tflite = agreement(common.TFLitePredictor(staging / common.TFLITE_FILE).predict(x), keras_probs, y)
+
+    def probabilities(predictor):   # the head's own: softmax, or sigmoid for a multi-label model
+        return lambda batch: activate(predictor.run(batch)[0], clf.activation)
+
+    keras_probs = batched(probabilities(clf.predictor), x)
+    onnx = agreement(batched(probabilities(common.OnnxPredictor(staging / common.ONNX_FILE)), x), keras_probs, y)
+    tflite = agreement(probabilities(common.TFLitePredictor(staging / common.TFLITE_FILE))(x), keras_probs, y)
     keras_acc = float(np.mean(keras_probs.argmax(1) == y))
     onnx["passed"] = onnx["max_abs_diff"] <= ONNX_MAX_DIFF
     tflite["passed"] = (tflite["top1_agreement"] >= TFLITE_MIN_AGREEMENT

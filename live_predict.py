@@ -150,6 +150,8 @@ class LivePipeline:
         mean = np.mean([p for p, _ in self.recent], axis=0)
         score = None if scores is None else float(np.mean([s for _, s in self.recent]))
         label, confidence = self.clf.decide(mean, score)
+        if self.clf.multi_label:   # every class above its threshold, e.g. "bird+dog"
+            label = "+".join(self.clf.labels(mean, score)) or label
         return Hop(label=label, confidence=confidence, **span)
 
 

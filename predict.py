@@ -7,6 +7,10 @@
     python predict.py --dir /shared/season/ --format csv --out runs/ --engine ray --ray-address auto
     python predict.py --file clip.wav --model-dir model/transfer --model-dir model/enhance   # an ensemble
 
+A multi-label model (train_vgg.py --multi-label) names every class above
+its threshold: printed and in CSV as "bird;dog", in JSON as a "labels" list
+beside "label" (the most probable of them, or unknown when none).
+
 Without --model-dir the best trained variant is used (highest macro-F1 in
 model/results.csv, else model/enhance, else model/baseline); several
 --model-dir are averaged (their calibrated probabilities; a window is
@@ -121,20 +125,37 @@ def window_label(clf, probs, ood_score) -> tuple[str, float]:
     return clf.decide(probs, ood_score)
 
 
+def window_labels(clf, probs, ood_score) -> list[str]:
+    """Every class a multi-label model gives the window (or recording), most probable first (see window_label)."""
+    return clf.labels(probs, ood_score)
+
+
+def label_text(rec) -> str:
+    """The label as printed and tabled: a multi-label record's classes joined by ';', else its one label."""
+    return ";".join(rec["labels"]) or rec["label"] if "labels" in rec else rec["label"]
+
+
+def labelled(clf, probs, ood_score) -> dict:
+    """The "label" and "confidence" entries of a record, and "labels" for a multi-label model."""
+    label, confidence = window_label(clf, probs, ood_score)
+    entries = {"label": label, "confidence": round(confidence, 4)}
+    if clf.multi_label:
+        entries["labels"] = window_labels(clf, probs, ood_score)
+    return entries
+
+
 def rounded(score):
     return None if score is None else round(float(score), 4)
 
 
 def window_record(clf, window) -> dict:
-    label, confidence = window_label(clf, window.probs, window.ood_score)
-    return {"start": round(window.start, 2), "end": round(window.end, 2), "label": label,
-            "confidence": round(confidence, 4), "ood_score": rounded(window.ood_score)}
+    return {"start": round(window.start, 2), "end": round(window.end, 2),
+            **labelled(clf, window.probs, window.ood_score), "ood_score": rounded(window.ood_score)}
 
 
 def result_record(clf, path, recording) -> dict:
     """What is printed or tabled for one recording: its label, OOD score, probabilities and labelled windows."""
-    label, confidence = window_label(clf, recording.probs, recording.ood_score)
-    return {"file": str(path), "label": label, "confidence": round(confidence, 4),
+    return {"file": str(path), **labelled(clf, recording.probs, recording.ood_score),
             "ood_score": rounded(recording.ood_score),
             "probabilities": {c: round(float(p), 4) for c, p in zip(clf.classes, recording.probs)},
             "windows": [window_record(clf, w) for w in recording.windows]}
@@ -150,12 +171,12 @@ def recording_detections(clf, recording, args) -> list[Detection]:
 # ---------------------------------------------------------------- printing and tables
 
 def print_record(rec, top_k, timeline):
-    print(f"{rec['file']}: {rec['label']} ({rec['confidence']:.2f})")
+    print(f"{rec['file']}: {label_text(rec)} ({rec['confidence']:.2f})")
     for cls, p in sorted(rec["probabilities"].items(), key=lambda kv: -kv[1])[:top_k]:
         print(f"  {cls:<12}{p:.3f}")
     if timeline:
         for w in rec["windows"]:
-            print(f"  {w['start']:8.2f}-{w['end']:8.2f} s  {w['label']:<12}{w['confidence']:.2f}")
+            print(f"  {w['start']:8.2f}-{w['end']:8.2f} s  {label_text(w):<12}{w['confidence']:.2f}")
 
 
 def printable(rec, timeline) -> dict:
@@ -165,10 +186,10 @@ def printable(rec, timeline) -> dict:
 def csv_rows(rec, recording, timeline) -> list[list]:
     """The recording's row (file,label,confidence,<classes>,ood_score) and, with --timeline, one per window
     (+start,end)."""
-    rows = [[rec["file"], rec["label"], rec["confidence"], *rec["probabilities"].values(), rec["ood_score"]]]
+    rows = [[rec["file"], label_text(rec), rec["confidence"], *rec["probabilities"].values(), rec["ood_score"]]]
     if timeline:
         rows[0] += ["", ""]
-        rows += [[rec["file"], w["label"], w["confidence"], *(round(float(p), 4) for p in window.probs),
+        rows += [[rec["file"], label_text(w), w["confidence"], *(round(float(p), 4) for p in window.probs),
                   w["ood_score"], w["start"], w["end"]] for w, window in zip(rec["windows"], recording.windows)]
     return rows
 
@@ -221,7 +242,7 @@ def write_outputs(args, clf, rels, journal, outputs) -> tuple[int, int]:
         if keep_records:
             records.append(printable(rec, args.timeline))
         if not args.json:
-            print(f"{rec['file']},{rec['label']},{rec['confidence']:.3f}")
+            print(f"{rec['file']},{label_text(rec)},{rec['confidence']:.3f}")
             if args.timeline:
                 print_record(rec, 0, True)
         if fmt == "csv":

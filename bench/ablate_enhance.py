@@ -53,7 +53,7 @@ def main(argv=None):
     runs = {}
     with ThreadPoolExecutor(args.jobs) as pool:
         for (row, _), result in zip(todo, pool.map(run, todo)):   # results in table order
-            runs.setdefault(ROWS[row][0], []).append(result)
+            runs.setdefault(ROWS[row][0], []).extend(result)
             print(summarise(runs, val=True), flush=True)
     publish(runs, args.seeds, args.name, val=True)
 

@@ -1,6 +1,6 @@
 """Train every variant on one split for several seeds and print one comparison table.
 
-    python -m bench.compare                                   # all six variants, seeds 42 43 44
+    python -m bench.compare                                   # every variant, seeds 42 43 44
     python -m bench.compare --variants transfer enhance --seeds 42 43 44
 
 The dataset is imported once (split seed 42) from --source into --work; each
@@ -33,8 +33,12 @@ from core.backbones import DEFAULT_BACKBONE, BackboneUnavailable  # noqa: E402
 from core.backends import MODEL_FILE  # noqa: E402
 from core.front_ends import BackboneEmbeddings  # noqa: E402
 
+# variant -> the command that trains it: a script, and the flags that choose the variant (train_rnn.py's --cell)
 VARIANTS = {"baseline": "baseline.py", "mix_noise": "mix_noise.py", "alexnet": "train_alexnet.py",
-            "transformer": "enhance_transformer.py", "enhance": "enhance.py", "transfer": "transfer.py"}
+            "transformer": "enhance_transformer.py", "enhance": "enhance.py", "transfer": "transfer.py",
+            "vgg": "train_vgg.py", "lstm_attention": "train_lstm_attention.py",
+            **{f"rnn_{cell}": f"train_rnn.py --cell {cell}" for cell in ("rnn", "lstm", "gru", "crnn")}}
+MULTI_LABEL_METRICS = ("mAP", "mean_auc", "mixtures_mAP", "mixtures_mean_auc")   # the variants that report them
 ENSEMBLE = ("transfer", "enhance")   # the variants whose ensemble gets a row when both run
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -118,22 +122,28 @@ def ensemble_row(model_dirs: list, data_dir: Path) -> dict:
 
 
 def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list, tag: str = "",
-                threads: int | None = None) -> dict:
+                threads: int | None = None, folds: int = 1) -> list[dict]:
     """Train one variant as a user would, then measure its size and per-clip inference time.
 
-    The model goes to ``work``/model/<variant><tag>-seed<seed>. ``threads`` caps
-    TensorFlow's and BLAS's threads in the training process, for runs side by side.
+    Returns one row per test measurement: the run's, or with ``folds`` > 1
+    (the script's ``--folds``) each fold's, all with the kept model's size
+    and time. The model goes to ``work``/model/<variant><tag>-seed<seed>.
+    ``threads`` caps TensorFlow's and BLAS's threads in the training process,
+    for runs side by side.
     """
     env = dict(os.environ)
     if threads:
         env.update({k: str(threads) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                                               "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
     model_dir = work / "model" / f"{variant}{tag}-seed{seed}"
-    cmd = [sys.executable, str(ROOT / VARIANTS[variant]), "--data-dir", str(data_dir), "--model-dir",
-           str(model_dir), "--seed", str(seed), "--charts-dir", str(work / "charts"), "--quiet", *extra]
+    script, *variant_flags = VARIANTS[variant].split()
+    cmd = [sys.executable, str(ROOT / script), *variant_flags, "--data-dir", str(data_dir), "--model-dir",
+           str(model_dir), "--seed", str(seed), "--charts-dir", str(work / "charts"), "--quiet", *extra,
+           *(["--folds", str(folds)] if folds > 1 else [])]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
-    metrics = json.loads((model_dir / "metrics.json").read_text())
+    tested = (json.loads((model_dir / "cv_metrics.json").read_text())["per_fold"] if folds > 1 else
+              [json.loads((model_dir / "metrics.json").read_text())])
     clf = common.Classifier(model_dir)
     x = np.zeros((1, *clf.front_end.input_shape), np.float32)
     clf.predict_features(x)
@@ -142,19 +152,23 @@ def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list
         start = time.perf_counter()
         clf.predict_features(x)
         times.append(time.perf_counter() - start)
-    return {**{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n_test", "train_seconds",
-                                       "val_macro_f1", "epochs_run")},
-            "size_mb": (model_dir / MODEL_FILE).stat().st_size / 1e6,
-            "ms_per_clip": 1000 * float(np.median(times))}
+    return [{**{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n_test", "train_seconds",
+                                        "val_macro_f1", "epochs_run")},
+             **{k: metrics[k] for k in MULTI_LABEL_METRICS if k in metrics},
+             "size_mb": (model_dir / MODEL_FILE).stat().st_size / 1e6,
+             "ms_per_clip": 1000 * float(np.median(times))} for metrics in tested]
 
 
-def summarise(runs: dict, val: bool = False) -> str:
-    """Markdown table of mean ± std over seeds for each row of ``runs`` (``val``: add validation macro-F1)."""
+def summarise(runs: dict, val: bool = False, unit: str = "seeds") -> str:
+    """Markdown table of mean ± std over the runs of each row of ``runs`` (``val``: add validation macro-F1).
+
+    ``unit`` names what the runs are (seeds, or folds for cross-validation), in the header of their count.
+    """
     cols = [("val_macro_f1", "val macro-F1", "{:.3f}")] * val + [
             ("accuracy", "test accuracy", "{:.3f}"), ("macro_f1", "macro-F1", "{:.3f}"),
             ("weighted_f1", "weighted F1", "{:.3f}"), ("train_seconds", "train s", "{:.0f}"),
             ("size_mb", "model MB", "{:.1f}"), ("ms_per_clip", "ms / clip", "{:.2f}")]
-    lines = ["| variant | seeds | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    lines = [f"| variant | {unit} | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for name, results in runs.items():
         cells = []
         for key, _, fmt in cols:
@@ -165,12 +179,12 @@ def summarise(runs: dict, val: bool = False) -> str:
     return "\n".join(lines)
 
 
-def publish(runs: dict, seeds: list, name: str, val: bool = False) -> None:
+def publish(runs: dict, seeds: list, name: str, val: bool = False, folds: int = 1) -> None:
     """Print the final table of ``runs`` and write it, with every run, to bench/results/<name>.json."""
-    table = summarise(runs, val)
+    table = summarise(runs, val, "folds" if folds > 1 else "seeds")
     print("\n" + table)
     out = ROOT / "bench" / "results" / f"{name}.json"
-    common.atomic_write(out, json.dumps({"seeds": seeds, "runs": runs, "table": table}, indent=2))
+    common.atomic_write(out, json.dumps({"seeds": seeds, "folds": folds, "runs": runs, "table": table}, indent=2))
     print(f"wrote {out}")
 
 
@@ -198,7 +212,14 @@ def main(argv=None):
     p.add_argument("--no-svm", action="store_true", help="skip the classical reference row")
     p.add_argument("--no-birdnet", action="store_true",
                    help="skip the BirdNET + logistic regression reference row (it needs the optional BirdNET extra)")
+    p.add_argument("--folds", type=int, default=1,
+                   help="K > 1: cross-validate every variant over K folds of Training and Test together (the "
+                        "seeds' protocol); the table is mean ± std over folds, in bench/results/compare-folds<K>.json")
     args, extra = p.parse_known_args(argv)   # anything else (e.g. --epochs 5) goes to every script
+    if args.folds > 1 and not (args.no_svm and args.no_birdnet):
+        print("--folds: the reference rows and the ensemble are measured on the fixed split only; left out")
+        args.no_svm = args.no_birdnet = True
+    tag = f"-folds{args.folds}" if args.folds > 1 else ""   # keeps the fixed split's models and results apart
     if "transfer" in args.variants or not args.no_birdnet:
         try:
             BackboneEmbeddings(DEFAULT_BACKBONE).load()
@@ -212,12 +233,13 @@ def main(argv=None):
         if not args.no_birdnet:
             runs.setdefault("BirdNET+LogReg (reference)", []).append(birdnet_reference(data_dir, seed))
         for variant in args.variants:
-            runs.setdefault(variant, []).append(run_variant(variant, data_dir, args.work, seed, extra))
-        if set(ENSEMBLE) <= set(args.variants):
+            runs.setdefault(variant, []).extend(run_variant(variant, data_dir, args.work, seed, extra, tag,
+                                                            folds=args.folds))
+        if set(ENSEMBLE) <= set(args.variants) and args.folds == 1:
             runs.setdefault(" + ".join(ENSEMBLE), []).append(ensemble_row(
                 [args.work / "model" / f"{variant}-seed{seed}" for variant in ENSEMBLE], data_dir))
-        print(summarise(runs), flush=True)
-    publish(runs, args.seeds, "compare")
+        print(summarise(runs, unit="folds" if args.folds > 1 else "seeds"), flush=True)
+    publish(runs, args.seeds, f"compare{tag}", folds=args.folds)
 
 
 if __name__ == "__main__":

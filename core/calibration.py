@@ -15,6 +15,13 @@ logits. That is enough: softmax is invariant to adding a constant to a row, and
 constant, so ``np.log(probs)`` can stand in for the logits everywhere in this
 module (:func:`logits_from_probs` does it, with a floor against ``log(0)``).
 
+Sigmoid heads
+-------------
+A multi-label model (train_vgg.py --multi-label) scores each class with its
+own sigmoid. The same idea applies: one ``T`` divides every logit
+(:func:`fit_binary_temperature`, fitted on the binary NLL), and
+:func:`activate` turns logits into either kind of probabilities.
+
 Conventions
 -----------
 ``probs`` and ``logits`` are ``(n, C)`` float arrays, one row per clip;
@@ -126,12 +133,63 @@ def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.05, 20.0)) 
     if logits.ndim != 2 or not np.all(np.isfinite(logits)):
         raise ValueError("logits must be a finite (n, C) array; use logits_from_probs for probabilities")
     labels = _check_labels(labels, len(logits), logits.shape[1])
+    return _minimise_over_temperature(lambda t: _nll_of_logits(logits, labels, t), bounds)
+
+
+def _minimise_over_temperature(nll, bounds: tuple[float, float]) -> float:
+    """The ``T`` within ``bounds`` minimising ``nll(T)``, searched over ``log T`` (bounded Brent search)."""
     lo, hi = bounds
     if not 0 < lo < hi:
         raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
-    result = minimize_scalar(lambda log_t: _nll_of_logits(logits, labels, np.exp(log_t)),
-                             bounds=(np.log(lo), np.log(hi)), method="bounded", options={"xatol": 1e-6})
+    result = minimize_scalar(lambda log_t: nll(np.exp(log_t)), bounds=(np.log(lo), np.log(hi)), method="bounded",
+                             options={"xatol": 1e-6})
     return float(np.exp(result.x))
+
+
+def sigmoid(logits, temperature: float = 1.0) -> np.ndarray:
+    """The logistic function of each entry of ``logits / temperature``, computed stably (a multi-label head)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    return np.exp(-np.logaddexp(0.0, -z))   # 1 / (1 + e^-z) without overflow for large |z|
+
+
+ACTIVATIONS = {"softmax": softmax, "sigmoid": sigmoid}
+
+
+def activate(logits, activation: str, temperature: float = 1.0) -> np.ndarray:
+    """A head's probabilities from its logits: ``softmax`` over each row, or ``sigmoid`` of each entry."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown output activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[activation](logits, temperature)
+
+
+def binary_negative_log_likelihood(probs, targets, floor: float = PROB_FLOOR) -> float:
+    """Mean binary cross-entropy (nats) of independent per-class probabilities against 0/1 ``targets``.
+
+    ``-mean(t log p + (1 - t) log(1 - p))`` over every clip and class, each
+    log floored as in :func:`negative_log_likelihood`; the NLL of a sigmoid
+    (multi-label) head.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    return float(-np.mean(t * np.log(np.maximum(p, floor)) + (1 - t) * np.log(np.maximum(1 - p, floor))))
+
+
+def fit_binary_temperature(logits, targets, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The one ``T`` minimising the mean binary NLL of ``sigmoid(logits / T)`` against 0/1 ``targets`` (n, C).
+
+    Temperature scaling for a sigmoid head: every logit is divided by the
+    same ``T`` and passed through its own sigmoid, so each class's ranking
+    (hence its average precision and ROC AUC) is unchanged. The binary NLL
+    of logit ``z`` and target ``t`` is ``log(1 + e^z) - t z``.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if logits.shape != targets.shape or not np.all(np.isfinite(logits)):
+        raise ValueError(f"logits must be finite and shaped like targets, got {logits.shape} and {targets.shape}")
+    return _minimise_over_temperature(
+        lambda t: float(np.mean(np.logaddexp(0.0, logits / t) - targets * logits / t)), bounds)
 
 
 def reliability_bins(probs, labels, n_bins: int = 15) -> dict[str, np.ndarray]:

@@ -281,6 +281,21 @@ class Clips:
                      None if self.audio is None else [self.audio[i] for i in idx])
 
 
+def cached_audio(path, digest: str, cfg: FeatureConfig, cache: FeatureCache | None) -> np.ndarray:
+    """The first window of ``path`` (content hash ``digest``) at ``cfg.sr``, through the audio cache.
+
+    A cached clip comes back as float16 (as stored); one decoded now is
+    float32, and is cached. Raises :class:`AudioError` for an unreadable file.
+    """
+    key = f"{cfg.sr}-{cfg.window_samples}"
+    y = cache.get("audio", key, digest) if cache else None
+    if y is None:
+        y = load_audio(path, cfg.sr, cfg.window_seconds)
+        if cache:
+            cache.put("audio", key, digest, y.astype(np.float16))
+    return y
+
+
 def load_clips(files, labels, classes, cfg: FeatureConfig, cache: FeatureCache | None = None,
                with_audio: bool = False, desc: str = "features") -> tuple[Clips, int]:
     """Decode and featurise ``files`` (through the cache); returns (clips, number skipped).
@@ -289,16 +304,11 @@ def load_clips(files, labels, classes, cfg: FeatureConfig, cache: FeatureCache |
     """
     index = {c: i for i, c in enumerate(classes)}
     xs, ys, kept, hashes, audio, skipped = [], [], [], [], [], 0
-    audio_key = f"{cfg.sr}-{cfg.window_samples}"
     for path, label in tqdm(list(zip(files, labels)), desc=desc, unit="clip", disable=None):
         try:
             digest = file_hash(path)
             x = cache.get("features", cfg.key(), digest) if cache else None
-            y = cache.get("audio", audio_key, digest) if cache and (with_audio or x is None) else None
-            if y is None and (with_audio or x is None):
-                y = load_audio(path, cfg.sr, cfg.window_seconds)
-                if cache:
-                    cache.put("audio", audio_key, digest, y.astype(np.float16))
+            y = cached_audio(path, digest, cfg, cache) if with_audio or x is None else None
             if x is None:
                 x = clip_features(y.astype(np.float32), cfg)
                 if cache:
@@ -343,12 +353,12 @@ class DataSplits:
     skipped: int
 
 
-def load_splits(data_dir, cfg: FeatureConfig, seed: int, val_size: float = 0.15,
-                with_audio: bool = False, cache_dir=DEFAULT_CACHE) -> DataSplits:
-    """Load Training and Test, and carve a stratified, duplicate-aware validation split from Training.
+def load_labelled(data_dir, cfg: FeatureConfig, with_audio: bool = False,
+                  cache_dir=DEFAULT_CACHE) -> tuple[Clips, Clips, list[str], int]:
+    """Load every labelled clip: (Training clips, Test clips, class names, number of unreadable files skipped).
 
     Classes with fewer than ``MIN_CLIPS_PER_CLASS`` readable training clips are
-    dropped with a warning. Test is only ever used for the final report.
+    dropped with a warning, and so are Test clips of classes not in Training.
     """
     data_dir = Path(data_dir)
     train_dir, test_dir = data_dir / "Training", data_dir / "Test"
@@ -366,15 +376,36 @@ def load_splits(data_dir, cfg: FeatureConfig, seed: int, val_size: float = 0.15,
         warn(f"{test_dir}: classes {unknown} are not in training, their clips are skipped")
     pairs = [(f, c) for f, c in zip(test_files, test_labels) if c in classes]
     test, test_skipped = load_clips([f for f, _ in pairs], [c for _, c in pairs], classes, cfg, cache,
-                                    desc="test features")
+                                    with_audio, desc="test features")
     if len(test.y) == 0:
         raise DatasetError(f"{test_dir}: no test clips; run download_data.py to make a Training/Test split")
-    is_val = group_split(train_all.y, train_all.hashes, val_size, seed + 1)
+    return train_all, test, classes, skipped + test_skipped
+
+
+def split_validation(training: Clips, test: Clips, classes: list[str], skipped: int, seed: int,
+                     val_size: float = 0.15, groups=None) -> DataSplits:
+    """The run's splits: a stratified validation share of ``training`` carved by :func:`group_split`, and ``test``.
+
+    ``groups`` (one key per training clip; default: the clips' content
+    hashes) are kept whole on one side. The manifest hash names which clips
+    are on the training and on the test side.
+    """
+    is_val = group_split(training.y, training.hashes if groups is None else groups, val_size, seed + 1)
     manifest = hashlib.sha1("\n".join(sorted(
-        f"{s}/{classes[y]}/{h}" for s, part in (("train", train_all), ("test", test))
+        f"{s}/{classes[y]}/{h}" for s, part in (("train", training), ("test", test))
         for y, h in zip(part.y, part.hashes))).encode()).hexdigest()[:16]
-    return DataSplits(train_all.subset(np.flatnonzero(~is_val)), train_all.subset(np.flatnonzero(is_val)),
-                      test, classes, manifest, skipped + test_skipped)
+    return DataSplits(training.subset(np.flatnonzero(~is_val)), training.subset(np.flatnonzero(is_val)),
+                      test, classes, manifest, skipped)
+
+
+def load_splits(data_dir, cfg: FeatureConfig, seed: int, val_size: float = 0.15,
+                with_audio: bool = False, cache_dir=DEFAULT_CACHE) -> DataSplits:
+    """Load Training and Test, and carve a stratified, duplicate-aware validation split from Training.
+
+    Classes with fewer than ``MIN_CLIPS_PER_CLASS`` readable training clips are
+    dropped with a warning. Test is only ever used for the final report.
+    """
+    return split_validation(*load_labelled(data_dir, cfg, with_audio, cache_dir), seed, val_size)
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:

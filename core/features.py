@@ -1,16 +1,21 @@
-"""Log-Mel features and the on-disk cache.
+"""Log-Mel and MFCC features, and the on-disk cache.
 
 One front end (librosa's: Slaney mel, centred frames) serves training and
 inference alike; its parameters live in :class:`FeatureConfig`, which is
 saved in every model's ``config.json`` and read back by every predictor. It is
 computed in numpy (equal to librosa's within 2e-5 dB) because importing
 librosa pulls in scipy.signal and numba, ~2 s of a one-file prediction's start.
+MFCCs (:func:`mfcc_features`, parameters in :class:`MFCCConfig`) are the
+DCT of that same log-Mel map before its z-normalisation, with Savitzky-Golay
+deltas, also in numpy and equal to ``librosa.feature.mfcc`` and
+``librosa.feature.delta``.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 from functools import lru_cache
@@ -127,6 +132,82 @@ def clip_features(y: np.ndarray, cfg: FeatureConfig, n_frames: int | None = None
     shorter excerpts passes their length.
     """
     return normalize_frames(log_mel(y[:cfg.window_samples], cfg), n_frames or cfg.n_frames)
+
+
+@dataclasses.dataclass(frozen=True)
+class MFCCConfig:
+    """Parameters of the MFCC front end, on top of the log-Mel's :class:`FeatureConfig`.
+
+    ``delta_order`` 0 keeps the coefficients alone, 1 adds their deltas, 2
+    their delta-deltas too; ``delta_width`` is the Savitzky-Golay window in
+    frames (librosa.feature.delta's default, 9 frames = 0.29 s).
+    """
+    n_mfcc: int = 40
+    delta_order: int = 2
+    delta_width: int = 9
+
+    def __post_init__(self):
+        if self.n_mfcc < 1 or self.delta_order not in (0, 1, 2) or self.delta_width < 3 or self.delta_width % 2 == 0:
+            raise ValueError(f"MFCC parameters {self.to_dict()}: need n_mfcc >= 1, delta_order 0, 1 or 2, "
+                             f"and an odd delta_width >= 3")
+
+    @property
+    def n_features(self) -> int:
+        """Values per frame: the coefficients and each order of their deltas."""
+        return self.n_mfcc * (1 + self.delta_order)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@lru_cache(maxsize=4)
+def dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
+    """(n_mfcc, n_mels) rows of the orthonormal DCT-II, as ``scipy.fft.dct(type=2, norm="ortho")`` (float64)."""
+    k, n = np.arange(n_mfcc)[:, None], np.arange(n_mels)[None, :]
+    rows = np.sqrt(2.0 / n_mels) * np.cos(np.pi * k * (2 * n + 1) / (2 * n_mels))
+    rows[0] /= np.sqrt(2.0)
+    return rows
+
+
+def savgol_delta(x: np.ndarray, order: int, width: int) -> np.ndarray:
+    """The ``order``-th time derivative of ``x`` (frames, coefficients), as ``librosa.feature.delta``.
+
+    That is ``librosa.feature.delta(x.T, width=width, order=order).T``
+    (Savitzky-Golay, polynomial of degree ``order``, mode "interp"): each frame
+    gets ``order``! times the leading coefficient of the polynomial fitted to
+    the ``width`` frames around it, and the first and last ``width // 2``
+    frames take their nearest full window's value (the "interp" fit's
+    derivative of that degree is constant). librosa refuses a clip shorter
+    than the window; here the widest odd window that fits is used, and a clip
+    of fewer than 3 frames gets zeros.
+    """
+    frames = len(x)
+    width = min(width, frames if frames % 2 else frames - 1)
+    if width < 3:
+        return np.zeros_like(x)
+    half = width // 2
+    vandermonde = np.vander(np.arange(-half, half + 1), order + 1, increasing=True)
+    weights = np.linalg.pinv(vandermonde)[order] * math.factorial(order)
+    inner = sum(w * x[j:frames - width + 1 + j] for j, w in enumerate(weights))
+    return np.concatenate([np.repeat(inner[:1], half, 0), inner, np.repeat(inner[-1:], half, 0)]).astype(x.dtype)
+
+
+def mfcc_features(y: np.ndarray, cfg: FeatureConfig, params: MFCCConfig) -> np.ndarray:
+    """Model input for one window of audio: (cfg.n_frames, params.n_features) MFCCs and deltas, zero-padded.
+
+    The coefficients are the DCT of :func:`log_mel` (dB relative to the
+    clip's loudest bin, so already independent of the recording's gain), not
+    of the z-normalised map the log-Mel models see: the model standardises
+    them itself. Deltas are taken over the clip's real frames, then every
+    value of a padding frame is zero, as in the log-Mel input.
+    """
+    db = log_mel(y[:cfg.window_samples], cfg)[:cfg.n_frames].astype(np.float64)
+    coefficients = db @ dct_matrix(cfg.n_mels, params.n_mfcc).T
+    parts = [coefficients] + [savgol_delta(coefficients, k, params.delta_width)
+                              for k in range(1, params.delta_order + 1)]
+    out = np.zeros((cfg.n_frames, params.n_features), np.float32)
+    out[:len(db)] = np.concatenate(parts, axis=1)
+    return out
 
 
 class FeatureCache:

@@ -3,6 +3,11 @@
 - :class:`LogMel` (``"front_end": {"kind": "log_mel"}``, and every model whose
   config names no front end): the z-normalised log-Mel spectrogram of
   :mod:`core.features`, (500 frames, 128 mels), its parameters under ``"features"``.
+- :class:`MFCC` (``{"kind": "mfcc", "n_mfcc": 40, "delta_order": 2,
+  "delta_width": 9}``, the log-Mel parameters under ``"features"``): the DCT
+  of the same log-Mel map before its z-normalisation, with deltas
+  (:func:`core.features.mfcc_features`): (500 frames, 120), zero frames after
+  the clip's sound.
 - :class:`BackboneEmbeddings` (``{"kind": "backbone", "backbone": ...}``): a
   frozen pretrained embedder (:mod:`core.backbones`) run on its windows (3 s
   for BirdNET) across the analysis window: (chunks, dim), zero rows after the
@@ -30,12 +35,12 @@ import json
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import load_audio
 from .backbones import backbone_class, cut_windows, load_backbone, window_starts
-from .dataset import Clips, audio_hash
-from .features import FeatureCache, FeatureConfig, clip_features
+from .dataset import Clips, audio_hash, cached_audio
+from .features import FeatureCache, FeatureConfig, MFCCConfig, clip_features, mfcc_features
 
 EMBEDDINGS = "embeddings"   # the cache's folder for backbone embeddings
+MFCCS = "mfcc"              # and for MFCCs
 
 
 class LogMel:
@@ -59,6 +64,85 @@ class LogMel:
 
     def config(self) -> dict:
         return {"front_end": {"kind": self.kind}, "features": self.cfg.to_dict()}
+
+
+def cached_features(features, shape: tuple, audio: list, cache_dir, kind: str, folder: str, tag: str = "clean",
+                    transform=None, desc: str = "features") -> np.ndarray:
+    """(n, *shape) ``features(clip)`` of each clip of ``audio``, through the cache under ``kind``/``folder``.
+
+    ``transform(audio, rng)``, if given, changes a clip before its features
+    are computed (an augmentation draw), and ``tag`` names it in the cache
+    key. Its generator is seeded by the clip's content and ``tag``, so a draw
+    is the same in every run and every seed can reuse it. Clips arrive as
+    float32 from a fresh decode and as float16 from the audio cache, so each
+    is rounded to float16 first: both runs key, and featurise, the same
+    samples.
+    """
+    cache = FeatureCache(cache_dir) if cache_dir else None
+    out = np.zeros((len(audio), *shape), np.float32)
+    for i, y in enumerate(tqdm(audio, desc=desc, unit="clip", disable=None)):
+        y = np.asarray(y, np.float16).astype(np.float32)
+        digest = audio_hash(y)
+        x = cache.get(kind, folder, digest) if cache else None
+        if x is None:
+            if transform is not None:
+                y = transform(y, np.random.default_rng(int(hashlib.sha1(f"{digest}/{tag}".encode()).hexdigest(), 16)))
+            x = features(y)
+            if cache:
+                cache.put(kind, folder, digest, x)
+        out[i] = x
+    return out
+
+
+def split_audio(clips: Clips, cfg: FeatureConfig, cache_dir=None) -> list:
+    """The audio of every clip of a split: its own, or (the loader keeps none for Test) from the audio cache.
+
+    A clip missing from the cache is decoded from its file (and cached).
+    """
+    if clips.audio is not None:
+        return clips.audio
+    cache = FeatureCache(cache_dir) if cache_dir else None
+    return [cached_audio(f, digest, cfg, cache) for f, digest in zip(clips.files, clips.hashes)]
+
+
+class MFCC:
+    """MFCCs of the log-Mel map, with deltas (:func:`core.features.mfcc_features`): (frames, n_features).
+
+    Computed from each clip's audio after loading (the dataset loader's
+    cached log-Mel maps are z-normalised per clip and stored as float16, so
+    the DCT of those would be neither librosa's MFCCs nor what a single
+    window at inference gives), and cached in ``<cache>/mfcc/<key>/`` by
+    the clip's audio, so a second run computes nothing.
+    """
+    kind = "mfcc"
+    input_name = "mfcc"
+    needs_audio = True   # computed from the decoded audio, after loading
+
+    def __init__(self, params: MFCCConfig | None = None, cfg: FeatureConfig | None = None):
+        self.params = params or MFCCConfig()
+        self.cfg = cfg or FeatureConfig()
+        if self.params.n_mfcc > self.cfg.n_mels:
+            raise ValueError(f"n_mfcc {self.params.n_mfcc}: at most n_mels ({self.cfg.n_mels}) coefficients")
+        self.input_shape = (self.cfg.n_frames, self.params.n_features)
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        return mfcc_features(np.asarray(audio, np.float32), self.cfg, self.params)
+
+    def key(self) -> str:
+        """The cache folder of these features: a hash of every parameter."""
+        return hashlib.sha1(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def featurize(self, clips: Clips, cache_dir=None) -> Clips:
+        """``clips`` with their features replaced by MFCCs, through the cache."""
+        audio = split_audio(clips, self.cfg, cache_dir)
+        return dataclasses.replace(clips, x=cached_features(self.features, self.input_shape, audio, cache_dir,
+                                                            MFCCS, self.key(), desc="MFCC"))
+
+    def load(self) -> MFCC:
+        return self
+
+    def config(self) -> dict:
+        return {"front_end": {"kind": self.kind, **self.params.to_dict()}, "features": self.cfg.to_dict()}
 
 
 def clip_config(sr: int) -> FeatureConfig:
@@ -119,41 +203,14 @@ class BackboneEmbeddings:
 
     def embed_clips(self, audio: list, cache_dir=None, tag: str = "clean", transform=None,
                     desc: str = "embeddings") -> np.ndarray:
-        """(n, chunks, dim) features of each clip of ``audio``, through the cache.
-
-        ``transform(audio, rng)``, if given, changes a clip before it is
-        embedded (an augmentation draw), and ``tag`` names it in the cache key.
-        Its generator is seeded by the clip's content and ``tag``, so a draw
-        is the same in every run and every seed can reuse it. Clips arrive as
-        float32 from a fresh decode and as float16 from the audio cache, so
-        each is rounded to float16 first: both runs key, and embed, the same
-        samples.
-        """
-        cache = FeatureCache(cache_dir) if cache_dir else None
-        folder = self.key(tag)
-        out = np.zeros((len(audio), *self.input_shape), np.float32)
-        for i, y in enumerate(tqdm(audio, desc=desc, unit="clip", disable=None)):
-            y = np.asarray(y, np.float16).astype(np.float32)
-            digest = audio_hash(y)
-            x = cache.get(EMBEDDINGS, folder, digest) if cache else None
-            if x is None:
-                if transform is not None:
-                    y = transform(y, np.random.default_rng(int(hashlib.sha1(f"{digest}/{tag}".encode()).hexdigest(), 16)))
-                x = self.features(y)
-                if cache:
-                    cache.put(EMBEDDINGS, folder, digest, x)
-            out[i] = x
-        return out
+        """(n, chunks, dim) features of each clip of ``audio``, through the cache (see :func:`cached_features`)."""
+        return cached_features(self.features, self.input_shape, audio, cache_dir, EMBEDDINGS, self.key(tag), tag,
+                               transform, desc)
 
     def featurize(self, clips: Clips, cache_dir=None, desc: str = "embeddings") -> Clips:
-        """``clips`` with their features replaced by this front end's clean embeddings.
-
-        Clips loaded without their audio (the dataset loader keeps none for
-        Test) are decoded again from their files.
-        """
-        audio = clips.audio if clips.audio is not None else [
-            load_audio(f, self.cfg.sr, self.cfg.window_seconds) for f in clips.files]
-        return dataclasses.replace(clips, x=self.embed_clips(audio, cache_dir, desc=desc))
+        """``clips`` with their features replaced by this front end's clean embeddings."""
+        return dataclasses.replace(clips, x=self.embed_clips(split_audio(clips, self.cfg, cache_dir), cache_dir,
+                                                             desc=desc))
 
     def config(self) -> dict:
         return {"front_end": {"kind": self.kind, "backbone": self.spec.name, "hop_seconds": self.hop_seconds,
@@ -163,12 +220,15 @@ class BackboneEmbeddings:
 def front_end_of(config: dict):
     """The front end a model's ``config.json`` names (log-Mel when it names none); loads no network.
 
-    Raises ValueError or KeyError for an entry this toolkit cannot read, and
+    Raises ValueError, KeyError or TypeError for an entry this toolkit cannot read, and
     :class:`core.backbones.BackboneUnavailable` for an unknown backbone.
     """
     spec = config.get("front_end", {"kind": LogMel.kind})
     if spec["kind"] == LogMel.kind:
         return LogMel(FeatureConfig.from_dict(config["features"]))
+    if spec["kind"] == MFCC.kind:
+        return MFCC(MFCCConfig(**{k: v for k, v in spec.items() if k != "kind"}),
+                    FeatureConfig.from_dict(config["features"]))
     if spec["kind"] == BackboneEmbeddings.kind:
         return BackboneEmbeddings(spec["backbone"], spec["hop_seconds"], spec["window_seconds"])
     raise ValueError(f"unknown front end {spec['kind']!r}")

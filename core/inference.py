@@ -19,7 +19,8 @@ from .backbones import BackboneUnavailable
 from .backends import ModelDirError, load_predictor
 from .calibration import softmax
 from .features import FEATURE_VERSION, FeatureConfig
-from .front_ends import LogMel, front_end_of
+from .front_ends import MFCC, LogMel, front_end_of
+from .multilabel import listed_classes
 from .negatives import BACKGROUND
 from .rejection import EMBEDDING_SCORES, OpenSet
 from .reports import latest_runs
@@ -40,7 +41,7 @@ def read_model_config(model_dir) -> dict:
         classes = config["classes"]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, BackboneUnavailable) as e:
         raise ModelDirError(f"{path}: incompatible model config ({type(e).__name__}: {e})") from None
-    if isinstance(front_end, LogMel) and front_end.cfg.version != FEATURE_VERSION:
+    if isinstance(front_end, (LogMel, MFCC)) and front_end.cfg.version != FEATURE_VERSION:
         raise ModelDirError(f"{path}: features version {front_end.cfg.version}, this toolkit "
                             f"reads version {FEATURE_VERSION}; retrain the model")
     if not isinstance(classes, list) or len(classes) < 2:
@@ -84,12 +85,14 @@ class WindowClassifier:
 
     A subclass sets ``classes``, ``cfg`` (the sample rate and window span that
     recordings are cut with), ``reject`` and ``threshold``, and implements
-    :meth:`analyse_audio`.
+    :meth:`analyse_audio`. A multi-label model (``multi_label``) names every
+    class above its own threshold (:meth:`labels`).
     """
     classes: list[str]
     cfg: FeatureConfig
     reject: bool
     threshold: float | None
+    multi_label = False
 
     @functools.cached_property
     def animals(self) -> list[int]:
@@ -111,10 +114,24 @@ class WindowClassifier:
         ``reject=False`` the most probable animal is named whatever the score.
         """
         best = self.animals[int(np.argmax(probs[self.animals]))]
-        background_wins = int(np.argmax(probs)) != best   # a reserved background output is never an animal
-        if self.reject and (background_wins or ood_score is not None and ood_score > self.threshold):
+        if self.rejects(probs, ood_score):
             return UNKNOWN, float(probs[best])
         return self.classes[best], float(probs[best])
+
+    def rejects(self, probs: np.ndarray, ood_score: float | None) -> bool:
+        """Whether the rejection rule calls this clip unknown (never with ``reject=False``)."""
+        best = self.animals[int(np.argmax(probs[self.animals]))]
+        background_wins = int(np.argmax(probs)) != best   # a reserved background output is never an animal
+        return self.reject and (background_wins or ood_score is not None and ood_score > self.threshold)
+
+    def labels(self, probs: np.ndarray, ood_score: float | None = None) -> list[str]:
+        """Every class this clip is given, most probable first: :meth:`decide`'s label, none when unknown."""
+        label, _ = self.decide(probs, ood_score)
+        return [] if label == UNKNOWN else [label]
+
+    def recording_probs(self, window_probs: list[np.ndarray]) -> np.ndarray:
+        """A recording's probabilities from those of the windows that count: their mean."""
+        return np.mean(window_probs, axis=0)
 
     def classify(self, path, window_seconds: float | None = None, hop_seconds: float | None = None,
                  batch: int = 16) -> Recording:
@@ -142,9 +159,10 @@ class WindowClassifier:
         if pending:
             flush()
         if windows[0].ood_score is None:
-            return Recording(np.mean([w.probs for w in windows], axis=0), None, windows)
+            return Recording(self.recording_probs([w.probs for w in windows]), None, windows)
         accepted = [w for w in windows if self.decide(w.probs, w.ood_score)[0] != UNKNOWN] or windows
-        return Recording(np.mean([w.probs for w in accepted], axis=0), min(w.ood_score for w in windows), windows)
+        return Recording(self.recording_probs([w.probs for w in accepted]), min(w.ood_score for w in windows),
+                         windows)
 
 
 class Classifier(WindowClassifier):
@@ -166,6 +184,14 @@ class Classifier(WindowClassifier):
     ``reject`` is False. ``threshold`` overrides the model's threshold. A model
     trained before open-set rejection existed has neither: it gets its plain
     softmax and one warning that it cannot reject.
+
+    A multi-label model (``"multi_label": true`` in config.json, a sigmoid
+    head) gives a clip every animal whose calibrated probability is at least
+    that class's threshold (config.json ``"thresholds"``, chosen on
+    validation); its label is the most probable of them, or unknown when
+    none is (or the rejection rule rejects the clip). A recording holds a
+    class when any window it accepts does: its probabilities are the
+    maximum over those windows.
     """
 
     def __init__(self, model_dir, backend: str = "auto", reject: bool = True, threshold: float | None = None):
@@ -185,6 +211,11 @@ class Classifier(WindowClassifier):
                                 f"{self.predictor.n_classes} classes, config says {expected} to "
                                 f"{len(self.classes)}")
         self.open_set = load_open_set(self.model_dir, self.config)
+        self.activation = self.open_set.activation if self.open_set else "softmax"
+        self.multi_label = bool(self.config.get("multi_label", False))
+        if self.multi_label:
+            self.class_thresholds = class_thresholds(self.model_dir, self.config,
+                                                     [self.classes[i] for i in self.animals])
         needs_embedding = self.open_set is not None and self.open_set.score in EMBEDDING_SCORES
         if needs_embedding and not self.predictor.has_embedding:
             raise ModelDirError(f"{self.model_dir} ({self.backend}): the exported file has no embedding output, "
@@ -204,6 +235,27 @@ class Classifier(WindowClassifier):
         if self.open_set is None:
             return softmax(logits), None
         return self.open_set.probabilities(logits), self.open_set.ood_score(logits, embedding)
+
+    def decide(self, probs: np.ndarray, ood_score: float | None = None) -> tuple[str, float]:
+        if not self.multi_label:
+            return super().decide(probs, ood_score)
+        named = self.labels(probs, ood_score)
+        if named:
+            return named[0], float(probs[self.classes.index(named[0])])
+        return UNKNOWN, float(np.max(probs[self.animals]))
+
+    def labels(self, probs: np.ndarray, ood_score: float | None = None) -> list[str]:
+        if not self.multi_label:
+            return super().labels(probs, ood_score)
+        if self.rejects(probs, ood_score):
+            return []
+        listed = listed_classes(probs[self.animals], self.class_thresholds)
+        if not listed and not self.reject:   # --no-reject: never unknown, so the most probable animal
+            listed = [int(np.argmax(probs[self.animals]))]
+        return [self.classes[self.animals[i]] for i in listed]
+
+    def recording_probs(self, window_probs: list[np.ndarray]) -> np.ndarray:
+        return np.max(window_probs, axis=0) if self.multi_label else super().recording_probs(window_probs)
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (n, classes) for a batch of front-end features."""
@@ -228,6 +280,10 @@ class Ensemble(WindowClassifier):
     """
 
     def __init__(self, members: list[Classifier], reject: bool = True):
+        for m in members:
+            if m.activation != "softmax":
+                raise ModelDirError(f"{m.model_dir}: a sigmoid (multi-label) model; an ensemble averages "
+                                    f"softmax models only")
         for m in members[1:]:
             if m.classes != members[0].classes:
                 raise ModelDirError(f"{m.model_dir}: classes {m.classes} differ from {members[0].model_dir}'s "
@@ -262,6 +318,16 @@ def load_classifier(model_dirs, backend: str = "auto", reject: bool = True,
     if threshold is not None:
         raise ModelDirError("a rejection threshold applies to one model; an ensemble's members reject by their own")
     return Ensemble([Classifier(d, backend) for d in dirs], reject)
+
+
+def class_thresholds(model_dir: Path, config: dict, animals: list[str]) -> np.ndarray:
+    """The multi-label thresholds of ``animals``, in that order, from config.json's ``"thresholds"``."""
+    thresholds = config.get("thresholds", {})
+    missing = [c for c in animals if c not in thresholds]
+    if missing:
+        raise ModelDirError(f"{model_dir}: a multi-label model without a threshold for {', '.join(missing)} "
+                            f"in config.json; retrain it")
+    return np.array([float(thresholds[c]) for c in animals])
 
 
 def load_open_set(model_dir: Path, config: dict) -> OpenSet | None:

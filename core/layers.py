@@ -18,6 +18,8 @@ so a model using them exports to ONNX and TFLite.
 
 - :class:`FrameMask`, :class:`MaskedMaxPooling1D`, :class:`MaskedMeanMaxPooling`  (enhance)
 - :class:`PositionEmbedding`, :class:`MaskedMeanPooling`, :class:`PrototypeHead`    (transformer)
+- :class:`MaskedAttentionPooling`                                                (lstm_attention)
+- :class:`SegmentPooling`                                                        (vgg)
 """
 from __future__ import annotations
 
@@ -72,8 +74,19 @@ class MaskedMaxPooling1D(keras.layers.Layer):
         return ops.max_pool(hide_padding(x, mask), 2, 2, padding="same") * pooled_mask, pooled_mask
 
 
+class TimePooling(keras.layers.Layer):
+    """A layer that pools the time axis away, so a Keras mask on its input (a recurrent layer's) ends there.
+
+    Its own mask input says which steps are real; Keras' implicit mask would
+    otherwise raise a warning that the layer "destroys" it.
+    """
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MaskedMeanMaxPooling(keras.layers.Layer):
+class MaskedMeanMaxPooling(TimePooling):
     """Mean and max of ``x`` (B, T, D) over the frames where ``mask`` (B, T, 1) is 1 -> (B, 2 D).
 
     A clip without any real frame (silence, or everything masked during
@@ -166,6 +179,81 @@ class PrototypeHead(keras.layers.Layer):
         return {**super().get_config(), "n_classes": self.n_classes}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedAttentionPooling(TimePooling):
+    """Additive attention over time: ``(x (B, T, D), mask (B, T, 1))`` -> the attention-weighted sum of ``x`` (B, D).
+
+    Each step scores ``q . tanh(W x_t + b)`` (Bahdanau et al.'s additive
+    attention, with one learned query ``q`` of ``units`` values); the weights
+    are the softmax of the scores over the steps where ``mask`` is 1, exactly
+    0 on padding, so they sum to 1 over a clip's real frames. A clip without
+    any real frame (a silent window) gets all-zero weights and pools to
+    zeros, as in :class:`MaskedMeanMaxPooling`. :meth:`attention` gives the
+    weights themselves (see :func:`core.model_views.attention_weights`).
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def build(self, input_shapes):
+        dim = int(input_shapes[0][-1])
+        self.kernel = self.add_weight(name="kernel", shape=(dim, self.units), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+        self.query = self.add_weight(name="query", shape=(self.units, 1), initializer="glorot_uniform")
+
+    def attention(self, x, mask):
+        """(B, T) weights of the steps of ``x`` (B, T, D) under ``mask`` (B, T, 1)."""
+        scores = ops.squeeze(ops.matmul(ops.tanh(ops.matmul(x, self.kernel) + self.bias), self.query), axis=-1)
+        real = mask[..., 0]
+        # the penalty makes exp() of a padding score exactly 0; the product zeroes a clip with no real frame
+        return ops.softmax(hide_padding(scores, real), axis=-1) * real
+
+    def call(self, inputs):
+        x, mask = inputs
+        return ops.sum(x * ops.expand_dims(self.attention(x, mask), -1), axis=1)
+
+    def compute_output_shape(self, input_shapes):
+        x_shape = input_shapes[0]
+        return (x_shape[0], x_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
 # The registered names saved models refer to; tests/test_layers.py fails if one changes.
 REGISTERED_LAYERS = (FrameMask, MaskedMaxPooling1D, MaskedMeanMaxPooling, PositionEmbedding, MaskedMeanPooling,
-                     PrototypeHead)
+                     PrototypeHead, MaskedAttentionPooling)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SegmentPooling(keras.layers.Layer):
+    """Mean of segment embeddings (B, S, D) over the segments holding real frames of ``frames`` (B, T, F) -> (B, D).
+
+    The fully-convolutional VGG (train_vgg.py) gives one embedding per
+    segment of ``2 * hop`` frames every ``hop`` frames: segment ``s`` covers
+    frames ``[s * hop, s * hop + 2 * hop)``, and a window of T frames has
+    ``S = ceil(T / hop) - 1`` of them. A segment counts when any of its
+    frames is real, so the padding after a short clip does not dilute it. A
+    window with no real frame at all pools to zeros.
+    """
+
+    def __init__(self, hop: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hop = int(hop)
+
+    def call(self, inputs):
+        segments, frames = inputs
+        blocks = ops.max_pool(nonzero_mask(frames, keepdims=True), self.hop, self.hop, padding="same")  # (B, S+1, 1)
+        mask = ops.maximum(blocks[:, :-1], blocks[:, 1:])   # a segment spans two consecutive blocks
+        return masked_mean(segments, mask)
+
+    def compute_output_shape(self, input_shapes):
+        segments_shape = input_shapes[0]
+        return (segments_shape[0], segments_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "hop": self.hop}
+
+
+REGISTERED_LAYERS = (*REGISTERED_LAYERS, SegmentPooling)

@@ -1,14 +1,19 @@
-"""Training-only losses: SimCLR's NT-Xent and ProtoNet's episode loss (the transformer variant).
+"""Training-only losses: SimCLR's NT-Xent and ProtoNet's episode loss (the transformer variant), focal loss (VGG).
 
-Nothing here is saved with a model, so these can change without breaking
-trained models; the layers that are saved live in :mod:`core.layers`.
+Nothing here is saved with a model (models are saved without their
+optimizer and loss), so these can change without breaking trained models;
+the layers that are saved live in :mod:`core.layers`. The focal loss is a
+registered ``keras.losses.Loss`` all the same, so a model compiled with it
+can be saved and reloaded whole.
 """
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-from .layers import squared_distances
+from .layers import PACKAGE, squared_distances
+
+PROB_EPSILON = 1e-7   # probabilities are clipped to [eps, 1 - eps] before a log, as Keras' own losses do
 
 
 def nt_xent_loss(z1, z2, temperature: float = 0.1):
@@ -48,3 +53,34 @@ def prototypical_loss(support, support_labels, query, query_labels, n_classes: i
     loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
     accuracy = ops.mean(ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels), "float32"))
     return loss, accuracy
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BinaryFocalLoss(keras.losses.Loss):
+    """Focal loss on independent (sigmoid) class probabilities (Lin et al., ICCV 2017), without class weighting.
+
+    For a target ``t`` in [0, 1] and a predicted probability ``p`` of one class::
+
+        FL = -t (1 - p)^gamma log p - (1 - t) p^gamma log(1 - p)
+
+    averaged over the classes (the last axis), like binary cross-entropy,
+    which it equals at ``gamma`` = 0. With ``gamma`` = 2 a class already
+    predicted right (``p`` = 0.9 for a present one) costs 100 times less
+    than under cross-entropy, so the many easy "absent" entries of a
+    multi-label target stop drowning the few hard ones. Takes probabilities,
+    as the models output them.
+    """
+
+    def __init__(self, gamma: float = 2.0, name: str = "binary_focal_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.gamma = float(gamma)
+
+    def call(self, y_true, y_pred):
+        p = ops.clip(y_pred, PROB_EPSILON, 1.0 - PROB_EPSILON)
+        t = ops.cast(y_true, p.dtype)
+        present = -t * ops.power(1.0 - p, self.gamma) * ops.log(p)
+        absent = -(1.0 - t) * ops.power(p, self.gamma) * ops.log(1.0 - p)
+        return ops.mean(present + absent, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma}

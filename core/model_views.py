@@ -1,7 +1,8 @@
-"""Views of a trained Keras model: its logits and penultimate embedding, and MC-dropout sampling.
+"""Views of a trained Keras model: its logits and penultimate embedding, MC-dropout sampling, attention weights.
 
 Every variant's saved model maps features to class probabilities through a
-final head layer: a softmax ``Dense`` (the CNNs) or a
+final head layer: a softmax ``Dense`` (the CNNs; sigmoid for a multi-label
+VGG, train_vgg.py) or a
 :class:`core.layers.PrototypeHead` (the transformer). Open-set scores need
 what comes before the softmax (logits, for temperature scaling and the
 energy score) and what goes into the head (the embedding, for centroid,
@@ -19,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from .backends import VIEW_OUTPUTS
-from .layers import PrototypeHead, squared_distances
+from .layers import MaskedAttentionPooling, PrototypeHead, squared_distances
 
 
 class HeadLogits(keras.layers.Layer):
@@ -42,9 +43,16 @@ class HeadLogits(keras.layers.Layer):
 
 
 def has_logits(head) -> bool:
-    """Whether ``head`` is a layer whose pre-softmax scores :class:`HeadLogits` knows how to compute."""
+    """Whether ``head`` is a layer whose pre-activation scores :class:`HeadLogits` knows how to compute."""
     return isinstance(head, PrototypeHead) or (
-        isinstance(head, keras.layers.Dense) and head.activation is keras.activations.softmax)
+        isinstance(head, keras.layers.Dense) and head.activation in (keras.activations.softmax,
+                                                                     keras.activations.sigmoid))
+
+
+def head_activation(model: keras.Model) -> str:
+    """"sigmoid" when ``model`` ends in a sigmoid ``Dense`` (independent classes), else "softmax"."""
+    head = model.layers[-1]
+    return "sigmoid" if getattr(head, "activation", None) is keras.activations.sigmoid else "softmax"
 
 
 def logits_and_embedding(model: keras.Model) -> keras.Model:
@@ -88,3 +96,18 @@ def mc_dropout_probabilities(model: keras.Model, x: np.ndarray, samples: int = 2
     finally:
         for layer, trainable in zip(norms, was_trainable):
             layer.trainable = trainable
+
+
+def attention_weights(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(n, T) weights that ``model``'s :class:`core.layers.MaskedAttentionPooling` gives the steps of features ``x``.
+
+    Each row sums to 1 over the clip's real steps and is 0 on padding (all
+    zeros for a clip without sound). The steps are those the layer attends
+    over: the input frames when nothing before it shortens the time axis.
+    Raises ValueError for a model without that layer.
+    """
+    layer = next((la for la in model.layers if isinstance(la, MaskedAttentionPooling)), None)
+    if layer is None:
+        raise ValueError(f"model {model.name} has no attention layer")
+    steps, mask = keras.Model(model.inputs, layer.input).predict(np.asarray(x, np.float32), batch_size, verbose=0)
+    return np.asarray(layer.attention(steps, mask))

@@ -66,6 +66,26 @@ def energy_score(logits, temperature: float = 1.0) -> np.ndarray:
     return -temperature * logsumexp(z / temperature, axis=-1)
 
 
+def binary_entropy_score(probs) -> np.ndarray:
+    """Sum over classes of each independent probability's binary entropy, nats; at most ``C log 2``.
+
+    The entropy score of a sigmoid (multi-label) head, whose rows need not
+    sum to one: a class at 0.5 is the most uncertain, one at 0 or 1 not at all.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    return np.sum(entr(p) + entr(1.0 - p), axis=-1)
+
+
+def joint_energy_score(logits, temperature: float = 1.0) -> np.ndarray:
+    """Negative joint energy ``-T * sum_c log(1 + exp(z_c / T))`` of a sigmoid head (Wang et al., NeurIPS 2021).
+
+    The multi-label counterpart of :func:`energy_score`: every class a clip
+    evidently belongs to lowers the score, so a clip of no known class scores high.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    return -temperature * np.sum(np.logaddexp(0.0, z / temperature), axis=-1)
+
+
 def mc_dropout_scores(prob_samples) -> tuple[np.ndarray, np.ndarray]:
     """Two OOD scores from ``S`` stochastic forward passes (Monte Carlo dropout, Gal & Ghahramani 2016).
 

@@ -5,6 +5,13 @@ At the end of training, :meth:`OpenSet.fit` takes the logits and embeddings
 
 - a temperature fitted on validation (temperature scaling, Guo et al. 2017),
   applied to the logits by every backend;
+- the head's output ``activation``: ``softmax`` for every single-label
+  model, ``sigmoid`` for a multi-label one (train_vgg.py), whose classes
+  are independent. For a sigmoid head the one temperature divides each
+  logit before its own sigmoid (fitted on the binary NLL), ``msp`` is
+  1 - the largest sigmoid, ``entropy`` the sum of the per-class binary
+  entropies and ``energy`` the joint energy (Wang et al. 2021); the
+  embedding scores need no change;
 - the statistics each embedding score needs: class centroids (cosine),
   class means and a shared precision matrix (Mahalanobis), a bank of
   Training embeddings (k nearest neighbours);
@@ -23,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import openset
-from .calibration import fit_temperature, softmax
+from .calibration import activate, fit_binary_temperature, fit_temperature
 from .reports import atomic_write
 
 ARRAYS_DIR = "open_set"
@@ -49,26 +56,33 @@ class OpenSet:
     precision: np.ndarray           # (D, D)
     bank: np.ndarray                # (N, D) Training embeddings
     k: int = KNN_K
+    activation: str = "softmax"     # the head's: "softmax", or "sigmoid" for a multi-label model
 
     @classmethod
     def fit(cls, train_embeddings, train_labels, val_logits, val_embeddings, val_labels, n_classes: int,
-            score: str = DEFAULT_SCORE, keep: float = DEFAULT_KEEP) -> "OpenSet":
-        """Fit the temperature and score statistics, then every score's threshold on validation."""
+            score: str = DEFAULT_SCORE, keep: float = DEFAULT_KEEP, activation: str = "softmax") -> "OpenSet":
+        """Fit the temperature and score statistics, then every score's threshold on validation.
+
+        A sigmoid head's temperature is fitted against one-hot targets of the
+        validation labels (each clip holds one animal).
+        """
         if score not in DEPLOYABLE_SCORES:
             raise ValueError(f"unknown score {score!r}; choose from {', '.join(DEPLOYABLE_SCORES)}")
         train_embeddings = np.asarray(train_embeddings, np.float64)
         means, precision = openset.fit_mahalanobis(train_embeddings, train_labels, n_classes)
-        fitted = cls(temperature=fit_temperature(val_logits, val_labels), score=score, thresholds={}, keep=keep,
+        temperature = (fit_temperature(val_logits, val_labels) if activation == "softmax" else
+                       fit_binary_temperature(val_logits, np.eye(np.shape(val_logits)[1])[val_labels]))
+        fitted = cls(temperature=temperature, score=score, thresholds={}, keep=keep,
                      centroids=openset.class_centroids(train_embeddings, train_labels, n_classes),
                      means=means, precision=precision, bank=train_embeddings,
-                     k=min(KNN_K, len(train_embeddings)))
+                     k=min(KNN_K, len(train_embeddings)), activation=activation)
         val_scores = fitted.all_scores(val_logits, val_embeddings)
         fitted.thresholds = {name: openset.rejection_threshold(s, keep) for name, s in val_scores.items()}
         return fitted
 
     def probabilities(self, logits) -> np.ndarray:
-        """Calibrated class probabilities: softmax(logits / temperature)."""
-        return softmax(logits, self.temperature)
+        """Calibrated class probabilities: softmax (or sigmoid) of logits / temperature."""
+        return activate(logits, self.activation, self.temperature)
 
     def all_scores(self, logits, embeddings) -> dict[str, np.ndarray]:
         """Every deployable OOD score of each row (higher: more likely unknown)."""
@@ -88,10 +102,12 @@ class OpenSet:
         animals = len(self.centroids)
         if name == "msp":
             return openset.max_probability_score(probs[:, :animals])
+        sigmoid = self.activation == "sigmoid"
         if name == "entropy":
-            return openset.entropy_score(probs)
+            return openset.binary_entropy_score(probs) if sigmoid else openset.entropy_score(probs)
         if name == "energy":
-            return openset.energy_score(np.asarray(logits)[:, :animals], self.temperature)
+            energy = openset.joint_energy_score if sigmoid else openset.energy_score
+            return energy(np.asarray(logits)[:, :animals], self.temperature)
         if name == "cosine":
             return openset.cosine_centroid_score(embeddings, self.centroids)
         if name == "mahalanobis":
@@ -103,7 +119,8 @@ class OpenSet:
     def config(self) -> dict:
         """The JSON part, stored under ``"open_set"`` in ``config.json``."""
         return {"temperature": self.temperature, "score": self.score, "threshold": self.thresholds[self.score],
-                "thresholds": self.thresholds, "keep": self.keep, "k": self.k, "arrays": ARRAYS_DIR}
+                "thresholds": self.thresholds, "keep": self.keep, "k": self.k, "arrays": ARRAYS_DIR,
+                "activation": self.activation}
 
     def save_arrays(self, model_dir) -> None:
         """Write the arrays into ``model_dir``/open_set/ (plain ``.npy``, no pickle)."""
@@ -117,7 +134,7 @@ class OpenSet:
                   for name in ("centroids", "means", "precision", "bank")}
         return cls(temperature=float(config["temperature"]), score=config["score"],
                    thresholds={k: float(v) for k, v in config["thresholds"].items()}, keep=float(config["keep"]),
-                   k=int(config["k"]), **arrays)
+                   k=int(config["k"]), activation=config.get("activation", "softmax"), **arrays)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -8,6 +8,7 @@ the artifacts atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -20,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from .audio import load_noise_bank
-from .calibration import expected_calibration_error, negative_log_likelihood, plot_reliability, softmax
+from .calibration import (
+    activate,
+    binary_negative_log_likelihood,
+    expected_calibration_error,
+    negative_log_likelihood,
+    plot_reliability,
+)
 from .dataset import (
     DATASET_URL,
     DEFAULT_CACHE,
@@ -33,7 +40,14 @@ from .dataset import (
 )
 from .features import FeatureConfig
 from .front_ends import LogMel
-from .negatives import BACKGROUND, DEFAULT_OUTLIERS, OUTLIER_DESIGNS, add_negatives, collect_negatives
+from .negatives import (
+    BACKGROUND,
+    DEFAULT_OUTLIERS,
+    OUTLIER_DESIGNS,
+    Negatives,
+    add_negatives,
+    collect_negatives,
+)
 from .openset import accuracy_after_rejection, auroc
 from .rejection import DEFAULT_KEEP, DEFAULT_SCORE, DEPLOYABLE_SCORES, SCORE_PREFERENCE, OpenSet
 from .reports import append_result, evaluate, result_row, swap_in_dir, write_charts, write_model_artifacts
@@ -68,6 +82,9 @@ def make_parser(variant: str, description: str, epochs: int = 30, batch_size: in
                    help="rejection threshold: the share of validation clips (known classes) it keeps")
     p.add_argument("--reject-threshold", type=float,
                    help="a fixed rejection threshold on the --ood-score instead of the --keep rule")
+    p.add_argument("--folds", type=int, default=1,
+                   help="K > 1: group-aware stratified K-fold cross-validation over Training and Test together, "
+                        "mean ± std over folds (see README: cross-validation); 1: the Training/Test split")
     return p
 
 
@@ -91,14 +108,22 @@ def prepare_data(args, with_audio: bool = False, front_end=None) -> DataSplits:
     """
     ensure_dataset(args.data_dir)
     front_end = front_end or LogMel()
-    cfg = front_end.cfg
-    data = load_splits(args.data_dir, cfg, args.seed, args.val_size, with_audio or front_end.needs_audio,
+    data = load_splits(args.data_dir, front_end.cfg, args.seed, args.val_size, with_audio or front_end.needs_audio,
                        args.cache_dir)
+    return finish_splits(data, args, front_end, collect_outliers(args, front_end))
+
+
+def collect_outliers(args, front_end) -> Negatives | None:
+    """The negatives ``args.outliers`` trains on (None for ``none``), decoded at ``front_end.cfg``'s rate."""
+    return None if args.outliers == "none" else collect_negatives(args.data_dir, front_end.cfg, args.seed)
+
+
+def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None) -> DataSplits:
+    """``data`` as a run consumes it: ``negatives`` added to training and validation, every part featurised."""
     print(f"data: {len(data.train.y)} train, {len(data.val.y)} validation, {len(data.test.y)} test clips, "
           f"{len(data.classes)} classes" + (f", {data.skipped} unreadable skipped" if data.skipped else ""))
-    if args.outliers != "none":
-        negatives = collect_negatives(args.data_dir, cfg, args.seed)
-        data = add_negatives(data, negatives, cfg, args.outliers, args.seed, args.val_size)
+    if negatives is not None:
+        data = add_negatives(data, negatives, front_end.cfg, args.outliers, args.seed, args.val_size)
         print(f"outlier exposure ({args.outliers}): {len(negatives.audio)} negative clips "
               f"({', '.join(sorted(set(negatives.kinds)))}) added to training and validation")
     return dataclasses.replace(data, **{part: front_end.featurize(getattr(data, part), args.cache_dir)
@@ -162,12 +187,14 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
 
 def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=None,
                    use_class_weights: bool = False, label_smoothing: float = 0.0,
-                   lr_schedule: str = "plateau") -> pd.DataFrame:
+                   lr_schedule: str = "plateau", loss=None, validation=None) -> pd.DataFrame:
     """Compile and fit ``model`` with early stopping on validation loss; returns the history.
 
     The best epoch (lowest validation loss) is checkpointed into ``staging`` and
     restored at the end. ``train_batches`` replaces the plain (x, y) training
-    data with on-the-fly augmented batches.
+    data with on-the-fly augmented batches. ``loss`` replaces categorical
+    cross-entropy (with ``label_smoothing``), and ``validation`` (x, targets)
+    the validation split with one-hot targets.
     """
     import keras
     n = len(data.classes)
@@ -177,7 +204,7 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
                                                  warmup_steps=epoch_steps * min(2, args.epochs))
           if lr_schedule == "cosine" else args.lr)
     model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  loss=loss or keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                   metrics=["accuracy"])
     best = staging / "best.weights.h5"
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience),
@@ -189,7 +216,7 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
     train = train_batches if train_batches is not None else data.train.x
     target = None if train_batches is not None else one_hot(data.train.y, n)
     history = model.fit(train, target, batch_size=None if train_batches is not None else args.batch_size,
-                        epochs=args.epochs, validation_data=(data.val.x, one_hot(data.val.y, n)),
+                        epochs=args.epochs, validation_data=validation or (data.val.x, one_hot(data.val.y, n)),
                         class_weight=class_weights(data.train.y, n) if use_class_weights else None,
                         callbacks=callbacks, shuffle=True, verbose=0 if args.quiet else 2)
     model.load_weights(best)
@@ -205,9 +232,12 @@ def fit_open_set(model, data: DataSplits, args) -> tuple[OpenSet, dict]:
     calibrated and uncalibrated probabilities, the validation metrics, and the
     metrics that go into ``metrics.json``: ECE (15 bins) and NLL before and
     after temperature scaling, and what rejection costs on Test (accuracy
-    counting rejected clips as errors, and the share rejected).
+    counting rejected clips as errors, and the share rejected). For a sigmoid
+    head (:func:`core.model_views.head_activation`) the NLLs are binary, over
+    every class, against one-hot targets; ECE is always the top class's.
     """
-    from .model_views import logits_and_embedding
+    from .model_views import head_activation, logits_and_embedding
+    activation = head_activation(model)
     view = logits_and_embedding(model)
     (_, train_emb), (val_logits, val_emb), (test_logits, test_emb) = (
         [np.asarray(a) for a in view.predict(part.x, batch_size=64, verbose=0)]
@@ -217,7 +247,7 @@ def fit_open_set(model, data: DataSplits, args) -> tuple[OpenSet, dict]:
     train_known, val_known = data.train.y < animals, data.val.y < animals
     open_set = OpenSet.fit(train_emb[train_known], data.train.y[train_known], val_logits[val_known],
                            val_emb[val_known], data.val.y[val_known], animals,
-                           DEFAULT_SCORE if args.ood_score == "auto" else args.ood_score, args.keep)
+                           DEFAULT_SCORE if args.ood_score == "auto" else args.ood_score, args.keep, activation)
     val_ood_auroc = None
     if not val_known.all():   # validation negatives: how well each score tells them from the animals
         val_scores = open_set.all_scores(val_logits, val_emb)
@@ -226,33 +256,102 @@ def fit_open_set(model, data: DataSplits, args) -> tuple[OpenSet, dict]:
             open_set.score = max(SCORE_PREFERENCE, key=val_ood_auroc.get)
     if args.reject_threshold is not None:
         open_set.thresholds[open_set.score] = args.reject_threshold
-    uncalibrated, probs = softmax(test_logits), open_set.probabilities(test_logits)
+    uncalibrated, probs = activate(test_logits, activation), open_set.probabilities(test_logits)
     test_scores = open_set.ood_score(test_logits, test_emb)
     accuracy, rejected = accuracy_after_rejection(probs.argmax(1), data.test.y, test_scores,
                                                   open_set.thresholds[open_set.score])
     val_metrics, _, _ = evaluate(open_set.probabilities(val_logits[val_known]), data.val.y[val_known], data.classes)
     val_metrics["ood_auroc"] = val_ood_auroc
     y = data.test.y
+    nll = (negative_log_likelihood if activation == "softmax" else
+           lambda p, labels: binary_negative_log_likelihood(p, np.eye(p.shape[1])[labels]))
     metrics = {"ece": expected_calibration_error(probs, y),
                "ece_uncalibrated": expected_calibration_error(uncalibrated, y),
-               "nll": negative_log_likelihood(probs, y), "nll_uncalibrated": negative_log_likelihood(uncalibrated, y),
+               "nll": nll(probs, y), "nll_uncalibrated": nll(uncalibrated, y),
                "temperature": open_set.temperature, "ood_score": open_set.score,
                "reject_threshold": open_set.thresholds[open_set.score],
                "accuracy_after_rejection": accuracy, "test_rejected": rejected}
     return open_set, {"probs": probs, "uncalibrated": uncalibrated, "val_metrics": val_metrics, "metrics": metrics}
 
 
-def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front_end=None) -> dict:
+@contextlib.contextmanager
+def staged_dir(model_dir: Path):
+    """Yield a fresh staging directory beside ``model_dir``, swapped in for it when the block completes.
+
+    If the block raises or is interrupted, the staging directory is removed
+    and ``model_dir`` is left as it was.
+    """
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}.partial-"))
+    try:
+        yield staging
+        swap_in_dir(staging, model_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def train_and_report(variant: str, args, train_fn, data: DataSplits, front_end, out: Path,
+                     extra_report=None) -> tuple[dict, pd.DataFrame]:
+    """Fit ``train_fn`` on ``data``, calibrate, evaluate on ``data.test`` once, and write a model directory into ``out``.
+
+    Returns (the metrics written to ``metrics.json``, the training history).
+    See :func:`run_experiment` for ``train_fn`` and ``extra_report``.
+    """
+    import keras
+    start = time.time()
+    model, history = train_fn(data, args, out)
+    train_seconds = time.time() - start
+    open_set, calibration = fit_open_set(model, data, args)
+    metrics, report, cm = evaluate(calibration["probs"], data.test.y, data.classes)
+    metrics.update(calibration["metrics"], train_seconds=round(train_seconds, 1),
+                   val_accuracy=calibration["val_metrics"]["accuracy"],
+                   val_macro_f1=calibration["val_metrics"]["macro_f1"],
+                   val_ood_auroc=calibration["val_metrics"]["ood_auroc"], n_train=len(data.train.y),
+                   n_val=len(data.val.y), epochs_run=len(history), parameters=int(model.count_params()))
+    config = {"variant": variant, **front_end.config(), "classes": data.classes, "network": model.name,
+              "input_shape": list(front_end.input_shape), "seed": args.seed,
+              "data_manifest_hash": data.manifest_hash, "data_dir": str(args.data_dir.resolve()),
+              "open_set": open_set.config(),
+              "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "keras_version": keras.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if extra_report is not None:
+        extra_config, extra_metrics = extra_report(model, open_set, data, args)
+        config.update(extra_config)
+        metrics.update(extra_metrics)
+    write_model_artifacts(out, model, config, metrics, report, cm, history)
+    open_set.save_arrays(out)
+    plot_reliability(calibration["uncalibrated"], calibration["probs"], data.test.y, out / "reliability.png")
+    return metrics, history
+
+
+def publish_result(variant: str, args, metrics: dict, epochs_run: int) -> None:
+    """Append a finished run to the results.csv beside ``args.model_dir`` and redraw the comparison charts."""
+    results_csv = args.model_dir.parent / "results.csv"
+    append_result(results_csv, result_row(variant, args.seed, metrics, epochs_run, args.model_dir))
+    write_charts(results_csv, args.charts_dir)
+
+
+def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front_end=None,
+                   extra_report=None) -> dict:
     """Run one training recipe end to end and publish its artifacts; returns the test metrics.
 
     ``train_fn(data, args, staging)`` builds and fits a model and returns
     ``(model, history)``; the model maps a batch of ``front_end`` features
     (log-Mel (frames, mels) by default, see :mod:`core.front_ends`) to class
-    probabilities, and ``config.json`` names that front end. Everything is
+    probabilities, and ``config.json`` names that front end.
+    ``extra_report(model, open_set, data, args)``, if given, runs after
+    calibration and returns ``(config entries, metrics entries)`` the recipe
+    adds (train_vgg.py: multi-label thresholds, mAP). Everything is
     written into a staging directory beside ``args.model_dir`` and swapped in
     only once complete, so a failed or interrupted run leaves the previous
-    model untouched.
+    model untouched. With ``args.folds`` other than 1 the recipe is
+    cross-validated instead (:func:`core.folds.run_folds`), which returns
+    the summary over folds.
     """
+    if args.folds != 1:
+        from .folds import run_folds  # core.folds builds on this module
+        return run_folds(variant, args, train_fn, with_audio, front_end, extra_report)
     import keras
     keras.utils.set_random_seed(args.seed)
     try:
@@ -260,37 +359,11 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front
         data = prepare_data(args, with_audio, front_end)
     except DatasetError as e:
         sys.exit(f"error: {e}")
-    args.model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=args.model_dir.parent, prefix=f".{args.model_dir.name}.partial-"))
-    try:
-        start = time.time()
-        model, history = train_fn(data, args, staging)
-        train_seconds = time.time() - start
-        open_set, calibration = fit_open_set(model, data, args)
-        metrics, report, cm = evaluate(calibration["probs"], data.test.y, data.classes)
-        metrics.update(calibration["metrics"], train_seconds=round(train_seconds, 1),
-                       val_accuracy=calibration["val_metrics"]["accuracy"],
-                       val_macro_f1=calibration["val_metrics"]["macro_f1"],
-                       val_ood_auroc=calibration["val_metrics"]["ood_auroc"], n_train=len(data.train.y),
-                       n_val=len(data.val.y), epochs_run=len(history), parameters=int(model.count_params()))
-        config = {"variant": variant, **front_end.config(), "classes": data.classes, "network": model.name,
-                  "input_shape": list(front_end.input_shape), "seed": args.seed,
-                  "data_manifest_hash": data.manifest_hash, "data_dir": str(args.data_dir.resolve()),
-                  "open_set": open_set.config(),
-                  "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                  "keras_version": keras.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        write_model_artifacts(staging, model, config, metrics, report, cm, history)
-        open_set.save_arrays(staging)
-        plot_reliability(calibration["uncalibrated"], calibration["probs"], data.test.y, staging / "reliability.png")
-        swap_in_dir(staging, args.model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    results_csv = args.model_dir.parent / "results.csv"
-    append_result(results_csv, result_row(variant, args.seed, metrics, len(history), args.model_dir))
-    write_charts(results_csv, args.charts_dir)
+    with staged_dir(args.model_dir) as staging:
+        metrics, history = train_and_report(variant, args, train_fn, data, front_end, staging, extra_report)
+    publish_result(variant, args, metrics, len(history))
     print(f"\n{variant}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"weighted-F1 {metrics['weighted_f1']:.3f} on {metrics['n_test']} clips; "
-          f"trained {train_seconds:.0f} s; artifacts in {args.model_dir}")
+          f"trained {metrics['train_seconds']:.0f} s; artifacts in {args.model_dir}")
     print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n_test", "train_seconds")}))
     return metrics

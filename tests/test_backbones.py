@@ -84,7 +84,7 @@ def test_front_end_config_round_trips_and_old_configs_mean_log_mel(fake):
     old = front_end_of({"features": FeatureConfig().to_dict()})     # a config.json written before front ends
     assert isinstance(old, LogMel) and old.input_shape == (500, 128)
     with pytest.raises(ValueError, match="unknown front end"):
-        front_end_of({"front_end": {"kind": "mfcc"}})
+        front_end_of({"front_end": {"kind": "cqt"}})
     with pytest.raises(BackboneUnavailable, match="unknown backbone 'nope'"):
         front_end_of({"front_end": {"kind": "backbone", "backbone": "nope", "hop_seconds": 1, "window_seconds": 16}})
 

@@ -6,7 +6,8 @@ from core import layers  # noqa: E402  (after the skip: it imports Keras)
 
 # What every model trained so far has in its config.json (as "registered_name").
 SAVED_NAMES = {"animal_sounds>FrameMask", "animal_sounds>MaskedMaxPooling1D", "animal_sounds>MaskedMeanMaxPooling",
-               "animal_sounds>PositionEmbedding", "animal_sounds>MaskedMeanPooling", "animal_sounds>PrototypeHead"}
+               "animal_sounds>PositionEmbedding", "animal_sounds>MaskedMeanPooling", "animal_sounds>PrototypeHead",
+               "animal_sounds>MaskedAttentionPooling", "animal_sounds>SegmentPooling"}
 
 
 def test_registered_names_are_the_ones_saved_models_use():

@@ -154,6 +154,7 @@ def test_missing_file_is_a_one_line_error(trained_model_dir, tmp_path):
 class StubClassifier:
     """Hands out preset probabilities (and OOD scores), one row per window, so decisions can be checked exactly."""
     cfg, classes = FeatureConfig(), ["cat", "dog"]
+    multi_label = False   # as a WindowClassifier: one label per hop
 
     def __init__(self, *rows, scores=None, threshold=0.5):
         self.rows = [np.array(r, np.float32) for r in rows]
