@@ -60,6 +60,8 @@ from core.multilabel import (
     label_sets_micro_f1,
     mean_average_precision,
     mean_roc_auc,
+    mixture_set,
+    one_mixture,
 )
 from core.negatives import BACKGROUND
 
@@ -167,48 +169,6 @@ def clip_targets(y: np.ndarray, n_classes: int, activation: str) -> np.ndarray:
 def animal_indices(y: np.ndarray, classes: list[str]) -> np.ndarray:
     """Indices of the clips whose label is an animal (not a negative, not the background class)."""
     return np.flatnonzero(np.isin(y, [i for i, c in enumerate(classes) if c != BACKGROUND]))
-
-
-def draw_pair(labels: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    """Two indices into ``labels`` of clips of different classes: the first uniform, the second among the rest."""
-    first = int(rng.integers(len(labels)))
-    return first, int(rng.choice(np.flatnonzero(labels != labels[first])))
-
-
-def mix_pair(a: np.ndarray, b: np.ndarray, level_db: float) -> np.ndarray:
-    """``a`` plus ``b`` scaled to ``level_db`` dB below ``a`` (active power), both from their first sample.
-
-    The mixture lasts as long as the longer clip; if it would clip, it is
-    scaled down as a whole (the level difference stays).
-    """
-    gain = np.sqrt(common.active_power(a) / (max(common.active_power(b), 1e-12) * 10 ** (level_db / 10)))
-    mixed = np.zeros(max(len(a), len(b)), np.float64)
-    mixed[:len(a)] += a
-    mixed[:len(b)] += gain * np.asarray(b, np.float64)
-    peak = np.max(np.abs(mixed))
-    return (mixed / max(peak, 1.0)).astype(np.float32)
-
-
-def one_mixture(audio: list, labels: np.ndarray, extents: np.ndarray, n_classes: int, max_level_db: float,
-                cfg, rng: np.random.Generator) -> tuple[np.ndarray, list, list]:
-    """A random two-clip mixture: (features, the two clips' extents in frames, their one-hot target rows).
-
-    ``audio``, ``labels`` and ``extents`` describe the clips to draw from
-    (animals only); the level difference is uniform in +-``max_level_db``.
-    """
-    i, j = draw_pair(labels, rng)
-    mixed = mix_pair(np.asarray(audio[i], np.float32), np.asarray(audio[j], np.float32),
-                     rng.uniform(-max_level_db, max_level_db))
-    rows = np.eye(n_classes, dtype=np.float32)[[labels[i], labels[j]]]
-    return common.clip_features(mixed, cfg), [extents[i], extents[j]], list(rows)
-
-
-def mixture_set(audio: list, labels: np.ndarray, x: np.ndarray, count: int, n_classes: int, max_level_db: float,
-                cfg, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` mixtures of the given clips (features ``x``): their features and whole-window targets (two-hot)."""
-    extents = np.array([common.n_real_frames(clip) for clip in x])
-    mixtures = [one_mixture(audio, labels, extents, n_classes, max_level_db, cfg, rng) for _ in range(count)]
-    return np.stack([m[0] for m in mixtures]), np.array([np.max(m[2], axis=0) for m in mixtures])
 
 
 def validation_set(data, args) -> tuple[np.ndarray, np.ndarray]:

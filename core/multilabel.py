@@ -1,4 +1,5 @@
-"""Multi-label scores and decisions: macro mAP and ROC AUC, per-class thresholds, the classes a clip is given.
+"""Multi-label scores, decisions and data: macro mAP and ROC AUC, per-class thresholds, the classes a clip is
+given, and two-clip mixtures that teach overlapping animals from single-label folders.
 
 Conventions: ``targets`` are (n, C) 0/1 arrays (1: the class is present in
 the clip; a clip may hold several, or none), ``scores`` and ``probs`` (n, C)
@@ -14,6 +15,9 @@ prediction time does not pay its import.
 from __future__ import annotations
 
 import numpy as np
+
+from .audio import active_power
+from .features import clip_features, n_real_frames
 
 DEFAULT_THRESHOLD = 0.5   # for a class without a single positive validation clip
 
@@ -75,3 +79,47 @@ def label_sets_micro_f1(targets, predicted) -> float:
     tp = np.sum(targets & predicted)
     wrong = np.sum(targets != predicted)
     return float(2 * tp / max(2 * tp + wrong, 1))
+
+
+# ---------------------------------------------------------------- mixtures
+
+def draw_pair(labels: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """Two indices into ``labels`` of clips of different classes: the first uniform, the second among the rest."""
+    first = int(rng.integers(len(labels)))
+    return first, int(rng.choice(np.flatnonzero(labels != labels[first])))
+
+
+def mix_pair(a: np.ndarray, b: np.ndarray, level_db: float) -> np.ndarray:
+    """``a`` plus ``b`` scaled to ``level_db`` dB below ``a`` (active power), both from their first sample.
+
+    The mixture lasts as long as the longer clip; if it would clip, it is
+    scaled down as a whole (the level difference stays).
+    """
+    gain = np.sqrt(active_power(a) / (max(active_power(b), 1e-12) * 10 ** (level_db / 10)))
+    mixed = np.zeros(max(len(a), len(b)), np.float64)
+    mixed[:len(a)] += a
+    mixed[:len(b)] += gain * np.asarray(b, np.float64)
+    peak = np.max(np.abs(mixed))
+    return (mixed / max(peak, 1.0)).astype(np.float32)
+
+
+def one_mixture(audio: list, labels: np.ndarray, extents: np.ndarray, n_classes: int, max_level_db: float,
+                cfg, rng: np.random.Generator) -> tuple[np.ndarray, list, list]:
+    """A random two-clip mixture: (features, the two clips' extents in frames, their one-hot target rows).
+
+    ``audio``, ``labels`` and ``extents`` describe the clips to draw from
+    (animals only); the level difference is uniform in +-``max_level_db``.
+    """
+    i, j = draw_pair(labels, rng)
+    mixed = mix_pair(np.asarray(audio[i], np.float32), np.asarray(audio[j], np.float32),
+                     rng.uniform(-max_level_db, max_level_db))
+    rows = np.eye(n_classes, dtype=np.float32)[[labels[i], labels[j]]]
+    return clip_features(mixed, cfg), [extents[i], extents[j]], list(rows)
+
+
+def mixture_set(audio: list, labels: np.ndarray, x: np.ndarray, count: int, n_classes: int, max_level_db: float,
+                cfg, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` mixtures of the given clips (features ``x``): their features and whole-window targets (two-hot)."""
+    extents = np.array([n_real_frames(clip) for clip in x])
+    mixtures = [one_mixture(audio, labels, extents, n_classes, max_level_db, cfg, rng) for _ in range(count)]
+    return np.stack([m[0] for m in mixtures]), np.array([np.max(m[2], axis=0) for m in mixtures])

@@ -16,6 +16,7 @@ import export  # noqa: E402
 import live_predict  # noqa: E402
 import predict  # noqa: E402
 import train_vgg  # noqa: E402
+from core import multilabel  # noqa: E402
 
 TINY = ["--width-scale", "0.125"]
 
@@ -69,18 +70,18 @@ def test_clip_targets_give_negatives_uniform_or_no_animal():
 
 def test_mixtures_pair_different_classes_at_the_drawn_level():
     a, b = tone("moo", 1.0), tone("chirp", 1.5, seed=1)
-    mixed = train_vgg.mix_pair(a, b, 6.0)
+    mixed = multilabel.mix_pair(a, b, 6.0)
     assert len(mixed) == len(b)
     added = mixed[:len(b)] - np.pad(a, (0, len(b) - len(a)))
     assert 10 * np.log10(common.active_power(a) / common.active_power(added)) == pytest.approx(6.0, abs=0.05)
     labels = np.array([0, 0, 1, 2])
     rng = np.random.default_rng(0)
-    assert all(labels[i] != labels[j] for i, j in (train_vgg.draw_pair(labels, rng) for _ in range(50)))
+    assert all(labels[i] != labels[j] for i, j in (multilabel.draw_pair(labels, rng) for _ in range(50)))
     audio = [tone(k, 1.0, seed=s) for s, k in enumerate(("moo", "moo", "chirp", "bark"))]
     cfg = common.FeatureConfig()
     x = np.stack([common.clip_features(y, cfg) for y in audio])
-    first = train_vgg.mixture_set(audio, labels, x, 5, 3, 10.0, cfg, np.random.default_rng(7))
-    again = train_vgg.mixture_set(audio, labels, x, 5, 3, 10.0, cfg, np.random.default_rng(7))
+    first = multilabel.mixture_set(audio, labels, x, 5, 3, 10.0, cfg, np.random.default_rng(7))
+    again = multilabel.mixture_set(audio, labels, x, 5, 3, 10.0, cfg, np.random.default_rng(7))
     np.testing.assert_array_equal(first[0], again[0])            # the same seed, the same mixtures
     assert first[0].shape == (5, 500, 128) and np.all(first[1].sum(axis=1) == 2)
 
