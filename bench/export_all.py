@@ -1,7 +1,8 @@
 """Export every variant to ONNX and int8 TFLite and print one parity table.
 
     python -m bench.export_all                       # the seed-42 models of bench/compare.py
-    python -m bench.export_all --seeds 42 43 44      # all fifteen
+    python -m bench.export_all --seeds 42 43 44      # every seed
+    python -m bench.export_all --variants lstm_attention rnn_gru
     python -m bench.export_all --quantization dynamic-range   # the converter's own int8 scheme
     python -m bench.export_all --model-dirs model/baseline model/enhance
 
@@ -22,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 import common  # noqa: E402
 import export  # noqa: E402
+from bench.compare import VARIANTS  # noqa: E402
 from core.backends import FILES  # noqa: E402
 
 COMPARE_MODELS = ROOT / "bench" / "results" / "compare" / "model"
-VARIANTS = ("baseline", "mix_noise", "alexnet", "transformer", "enhance")
 
 
 def run_export(model_dir: Path, quantization: str) -> dict:
@@ -57,11 +58,22 @@ def table(results: list[dict]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dirs", nargs="+", type=Path,
-                   help="model directories (default: every variant of bench/compare.py for --seeds)")
+                   help="model directories (default: the --variants models bench/compare.py trained for --seeds)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                   help="with the default directories: these variants only, each one required "
+                        "(default: every variant bench/compare.py has trained; the others are listed as not run)")
     p.add_argument("--seeds", nargs="+", type=int, default=[42], help="seeds of the compare models (default: 42)")
     p.add_argument("--quantization", choices=export.QUANTIZATIONS, default="weights", help="export.py's TFLite scheme")
     args = p.parse_args(argv)
-    args.model_dirs = args.model_dirs or [COMPARE_MODELS / f"{v}-seed{s}" for s in args.seeds for v in VARIANTS]
+    if not args.model_dirs:
+        args.model_dirs = [COMPARE_MODELS / f"{v}-seed{s}" for s in args.seeds for v in args.variants or VARIANTS]
+        if not args.variants:
+            untrained = [d for d in args.model_dirs if not (d / FILES["keras"]).is_file()]
+            if untrained:
+                print(f"not trained by bench/compare.py, not exported: {', '.join(d.name for d in untrained)}")
+            args.model_dirs = [d for d in args.model_dirs if d not in untrained]
+    if not args.model_dirs:
+        sys.exit(f"error: no model in {COMPARE_MODELS} (run bench/compare.py first)")
     missing = [str(d) for d in args.model_dirs if not (d / FILES["keras"]).is_file()]
     if missing:
         sys.exit(f"error: no trained model in {', '.join(missing)} (run bench/compare.py first)")
