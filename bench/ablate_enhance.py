@@ -30,6 +30,8 @@ ROWS = {   # short name: (what changes, enhance.py flags)
     "mixup": ("+ mixup (alpha 0.2)", ["--mixup", "0.2"]),
     "plateau": ("ReduceLROnPlateau from 1e-3 instead of warm-up + cosine", ["--lr-schedule", "plateau", "--lr", "1e-3"]),
     "no-crop": ("whole 500-frame windows instead of 4 s excerpts", ["--crop-frames", "0"]),
+    "epochs-30": ("30 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "30"]),
+    "epochs-40": ("40 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "40"]),
 }
 
 

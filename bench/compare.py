@@ -2,6 +2,7 @@
 
     python -m bench.compare                                   # every variant, seeds 42 43 44
     python -m bench.compare --variants transfer enhance --seeds 42 43 44
+    python -m bench.compare --variants transfer --no-svm --no-birdnet --name transfer-no-outliers --outliers none
 
 The dataset is imported once (split seed 42) from --source into --work; each
 variant script then runs as a user would run it (a subprocess with
@@ -15,7 +16,9 @@ a row for their ensemble (predict.py --model-dir A --model-dir B) follows,
 scored by classifying each Test file as predict.py does. "ms / clip" is the
 model alone on one window of features (for transfer: the head, not the
 BirdNET embedding; see python -m bench.transfer).
-Output: a markdown table of mean ± std to stdout and bench/results/compare.json.
+Flags it does not know go to every script; --name keeps such a run's models
+and table apart. Output: a markdown table of mean ± std to stdout and
+bench/results/compare.json (<name>.json).
 """
 import argparse
 import json
@@ -215,11 +218,15 @@ def main(argv=None):
     p.add_argument("--folds", type=int, default=1,
                    help="K > 1: cross-validate every variant over K folds of Training and Test together (the "
                         "seeds' protocol); the table is mean ± std over folds, in bench/results/compare-folds<K>.json")
+    p.add_argument("--name", default="compare",
+                   help="another name keeps a run with other script flags apart: its models are "
+                        "model/<variant>-<name>-seed<S>, its table bench/results/<name>.json")
     args, extra = p.parse_known_args(argv)   # anything else (e.g. --epochs 5) goes to every script
     if args.folds > 1 and not (args.no_svm and args.no_birdnet):
         print("--folds: the reference rows and the ensemble are measured on the fixed split only; left out")
         args.no_svm = args.no_birdnet = True
-    tag = f"-folds{args.folds}" if args.folds > 1 else ""   # keeps the fixed split's models and results apart
+    # keeps the fixed split's models and results apart from cross-validation's and from other flags'
+    tag = ("" if args.name == "compare" else f"-{args.name}") + (f"-folds{args.folds}" if args.folds > 1 else "")
     if "transfer" in args.variants or not args.no_birdnet:
         try:
             BackboneEmbeddings(DEFAULT_BACKBONE).load()
@@ -237,9 +244,9 @@ def main(argv=None):
                                                             folds=args.folds))
         if set(ENSEMBLE) <= set(args.variants) and args.folds == 1:
             runs.setdefault(" + ".join(ENSEMBLE), []).append(ensemble_row(
-                [args.work / "model" / f"{variant}-seed{seed}" for variant in ENSEMBLE], data_dir))
+                [args.work / "model" / f"{variant}{tag}-seed{seed}" for variant in ENSEMBLE], data_dir))
         print(summarise(runs, unit="folds" if args.folds > 1 else "seeds"), flush=True)
-    publish(runs, args.seeds, f"compare{tag}", folds=args.folds)
+    publish(runs, args.seeds, args.name + (f"-folds{args.folds}" if args.folds > 1 else ""), folds=args.folds)
 
 
 if __name__ == "__main__":
