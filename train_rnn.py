@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import common
-from core.features import MFCCConfig, n_real_frames
+from core.features import MFCCConfig, n_real_frames, real_frames
 from core.front_ends import MFCC, LogMel
 
 CELLS = ("rnn", "lstm", "gru", "crnn")
@@ -57,15 +57,11 @@ def build_model(input_shape, n_classes: int, cell: str, train_frames: np.ndarray
     import keras
     from keras import layers
 
-    from core.layers import FrameMask, MaskedAttentionPooling, MaskedMeanMaxPooling
+    from core.layers import FrameMask, MaskedAttentionPooling, MaskedMeanMaxPooling, frozen_standardisation
     from enhance import conv_block
     inputs = keras.Input(input_shape, name=input_name)
     mask = FrameMask()(inputs)   # from the raw input: standardising moves padding away from zero
-    # A frozen BatchNormalization standardises and exports everywhere (see transfer.py's head)
-    standardise = layers.BatchNormalization(trainable=False, name="standardise")
-    x = layers.Multiply()([standardise(inputs), mask])   # padding back to zero, for the convs and the Masking
-    standardise.set_weights([np.ones(input_shape[-1]), np.zeros(input_shape[-1]), train_frames.mean(axis=0),
-                             train_frames.var(axis=0)])
+    x = layers.Multiply()([frozen_standardisation(inputs, train_frames), mask])   # padding back to zero
     for filters in CRNN_WIDTHS if cell == "crnn" else ():
         x, mask = conv_block(x, mask, filters, dropout / 3)
     x = layers.Masking(0.0)(x)   # all-zero steps (padding) leave the recurrent state unchanged
@@ -90,16 +86,15 @@ def excerpts(x: np.ndarray, lengths: np.ndarray, idx: np.ndarray, frames: int, r
 def train(data, args, staging, front_end, cell: str, attention_units: int = 0, name: str | None = None):
     """Fit the network on excerpts (any length), then return it with the front end's fixed input, as exported."""
     x = data.train.x
-    real = np.abs(x).max(axis=-1) > 0
     network = {"input_name": front_end.input_name, "cell": cell, "units": args.units, "depth": args.layers,
              "attention_units": attention_units, "dropout": args.dropout, "name": name}
-    model = build_model((None, x.shape[-1]), len(data.classes), train_frames=x[real], **network)
+    model = build_model((None, x.shape[-1]), len(data.classes), train_frames=real_frames(x), **network)
     lengths = np.array([n_real_frames(clip) for clip in x])
     frames = args.crop_frames or x.shape[1]
     batches = common.make_batches(lambda idx, rng: excerpts(x, lengths, idx, frames, rng), data.train.y,
                                   len(data.classes), args.batch_size, args.seed, balance=args.balance)
     history = common.fit_classifier(model, data, args, staging, batches, label_smoothing=args.label_smoothing)
-    saved = build_model(front_end.input_shape, len(data.classes), train_frames=x[real], **network)
+    saved = build_model(front_end.input_shape, len(data.classes), train_frames=real_frames(x), **network)
     saved.set_weights(model.get_weights())
     return saved, history
 

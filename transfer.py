@@ -37,6 +37,7 @@ import numpy as np
 import common
 from core.backbones import BACKBONES, DEFAULT_BACKBONE, BackboneUnavailable
 from core.dataset import audio_hash
+from core.features import real_frames
 from core.front_ends import BackboneEmbeddings
 from core.negatives import BACKGROUND
 
@@ -54,14 +55,9 @@ def build_head(input_shape, n_classes: int, pooling: str, hidden: int, dropout: 
     import keras
     from keras import layers
 
-    from core.layers import FrameMask, MaskedMeanMaxPooling, MaskedMeanPooling
+    from core.layers import FrameMask, MaskedMeanMaxPooling, MaskedMeanPooling, frozen_standardisation
     inputs = keras.Input(input_shape, name="chunk_embeddings")
-    # A frozen BatchNormalization standardises and exports everywhere (Normalization's adapted statistics
-    # become extra inputs of the ONNX graph). Padding rows stop being zero here: masks use the raw input.
-    standardise = layers.BatchNormalization(trainable=False, name="standardise")
-    x = standardise(inputs)
-    standardise.set_weights([np.ones(input_shape[-1]), np.zeros(input_shape[-1]), train_chunks.mean(axis=0),
-                             train_chunks.var(axis=0)])
+    x = frozen_standardisation(inputs, train_chunks)   # padding rows stop being zero: masks use the raw input
     x = MaskedMeanPooling()([x, inputs]) if pooling == "mean" else MaskedMeanMaxPooling()([x, FrameMask()(inputs)])
     x = layers.Dropout(dropout)(x)
     if hidden:
@@ -109,7 +105,7 @@ def train(front_end: BackboneEmbeddings, data, args, staging):
     import keras
     n = len(data.classes)
     versions = training_versions(front_end, data, args)
-    chunks = data.train.x[np.abs(data.train.x).max(axis=-1) > 0]   # the real chunks of the clean clips
+    chunks = real_frames(data.train.x)   # the real chunks of the clean clips
 
     def one_version(idx, rng):
         return versions[idx, rng.integers(versions.shape[1], size=len(idx))]

@@ -125,6 +125,11 @@ def n_real_frames(x: np.ndarray) -> int:
     return int(np.flatnonzero(np.any(x != 0, axis=1)).max(initial=0)) + 1
 
 
+def real_frames(x: np.ndarray) -> np.ndarray:
+    """Every frame of padded clips ``x`` (n, frames, F) with any non-zero value, stacked: (m, F)."""
+    return x[np.abs(x).max(axis=-1) > 0]
+
+
 def clip_features(y: np.ndarray, cfg: FeatureConfig, n_frames: int | None = None) -> np.ndarray:
     """Model input for one window of audio: (n_frames, n_mels), z-normalised, padded.
 

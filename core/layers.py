@@ -24,6 +24,7 @@ so a model using them exports to ONNX and TFLite.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 PACKAGE = "animal_sounds"
@@ -41,6 +42,20 @@ def masked_mean(x, mask):
     """Mean of ``x`` (B, T, D) over the steps where ``mask`` (B, T, 1) is 1; zeros where there are none."""
     count = ops.sum(mask, axis=1)
     return ops.sum(x * mask, axis=1) / ops.maximum(count, 1.0)
+
+
+def frozen_standardisation(inputs, real_frames, name: str = "standardise"):
+    """``inputs`` standardised with the mean and variance of ``real_frames`` (m, F), frozen: a BatchNormalization.
+
+    A frozen BatchNormalization exports everywhere (Normalization's adapted
+    statistics become extra inputs of the ONNX graph). Padding frames stop
+    being zero: masks must come from the raw input.
+    """
+    layer = keras.layers.BatchNormalization(trainable=False, name=name)
+    x = layer(inputs)
+    dim = real_frames.shape[-1]
+    layer.set_weights([np.ones(dim), np.zeros(dim), real_frames.mean(axis=0), real_frames.var(axis=0)])
+    return x
 
 
 def hide_padding(x, mask):
@@ -221,11 +236,6 @@ class MaskedAttentionPooling(TimePooling):
         return {**super().get_config(), "units": self.units}
 
 
-# The registered names saved models refer to; tests/test_layers.py fails if one changes.
-REGISTERED_LAYERS = (FrameMask, MaskedMaxPooling1D, MaskedMeanMaxPooling, PositionEmbedding, MaskedMeanPooling,
-                     PrototypeHead, MaskedAttentionPooling)
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SegmentPooling(keras.layers.Layer):
     """Mean of segment embeddings (B, S, D) over the segments holding real frames of ``frames`` (B, T, F) -> (B, D).
@@ -256,4 +266,6 @@ class SegmentPooling(keras.layers.Layer):
         return {**super().get_config(), "hop": self.hop}
 
 
-REGISTERED_LAYERS = (*REGISTERED_LAYERS, SegmentPooling)
+# The registered names saved models refer to; tests/test_layers.py fails if one changes.
+REGISTERED_LAYERS = (FrameMask, MaskedMaxPooling1D, MaskedMeanMaxPooling, PositionEmbedding, MaskedMeanPooling,
+                     PrototypeHead, MaskedAttentionPooling, SegmentPooling)
