@@ -125,11 +125,6 @@ def window_label(clf, probs, ood_score) -> tuple[str, float]:
     return clf.decide(probs, ood_score)
 
 
-def window_labels(clf, probs, ood_score) -> list[str]:
-    """Every class a multi-label model gives the window (or recording), most probable first (see window_label)."""
-    return clf.labels(probs, ood_score)
-
-
 def label_text(rec) -> str:
     """The label as printed and tabled: a multi-label record's classes joined by ';', else its one label."""
     return ";".join(rec["labels"]) or rec["label"] if "labels" in rec else rec["label"]
@@ -140,7 +135,7 @@ def labelled(clf, probs, ood_score) -> dict:
     label, confidence = window_label(clf, probs, ood_score)
     entries = {"label": label, "confidence": round(confidence, 4)}
     if clf.multi_label:
-        entries["labels"] = window_labels(clf, probs, ood_score)
+        entries["labels"] = clf.labels(probs, ood_score)   # every class it gives, most probable first
     return entries
 
 
