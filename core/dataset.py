@@ -296,6 +296,15 @@ def cached_audio(path, digest: str, cfg: FeatureConfig, cache: FeatureCache | No
     return y
 
 
+def read_manifest(data_dir: Path) -> list[dict]:
+    """The rows of ``data_dir``/manifest.csv (file, class, split, hash, source); [] when there is none."""
+    path = Path(data_dir) / "manifest.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def load_clips(files, labels, classes, cfg: FeatureConfig, cache: FeatureCache | None = None,
                with_audio: bool = False, desc: str = "features") -> tuple[Clips, int]:
     """Decode and featurise ``files`` (through the cache); returns (clips, number skipped).

@@ -21,7 +21,6 @@ its report. The model directory gets:
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dataset import Clips, DatasetError, DataSplits, load_labelled, split_validation
+from .dataset import Clips, DatasetError, DataSplits, load_labelled, read_manifest, split_validation
 from .front_ends import LogMel
 from .negatives import concat
 from .training import collect_outliers, ensure_dataset, finish_splits, publish_result, staged_dir, train_and_report
@@ -38,15 +37,6 @@ from .training import collect_outliers, ensure_dataset, finish_splits, publish_r
 FOLD_FILES = ("metrics.json", "classification_report.csv", "confusion_matrix.csv", "history.csv")
 CHOSEN_BY = "val_macro_f1"   # the validation score that picks the fold whose model the directory keeps
 HEADLINE = ("accuracy", "macro_f1", "weighted_f1")
-
-
-def read_manifest(data_dir: Path) -> list[dict]:
-    """The rows of ``data_dir``/manifest.csv (file, class, split, hash, source); [] when there is none."""
-    path = Path(data_dir) / "manifest.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def recording_groups(files: list[str], content_hashes: list[str], manifest: list[dict]) -> list[str]:
