@@ -20,6 +20,9 @@ the open-set statistics never ask which one it is:
   with (``sr``, ``window_seconds``); a log-Mel model's features too;
 - ``input_shape`` and ``input_name``: the model's (and exported graphs') input;
 - ``features(audio)``: the input for one window of audio at ``cfg.sr``;
+- ``window_features(windows, starts)``: the inputs of successive windows of
+  one recording, as ``features`` gives them (the spectral front ends compute
+  the STFT frames that overlapping windows share once);
 - ``featurize(clips, cache_dir)``: the input of every clip of a split,
   through the on-disk cache;
 - ``load()``: loads what ``features`` needs (a backbone's network);
@@ -37,7 +40,8 @@ from tqdm.auto import tqdm
 
 from .backbones import backbone_class, cut_windows, load_backbone, window_starts
 from .dataset import Clips, audio_hash, cached_audio
-from .features import FeatureCache, FeatureConfig, MFCCConfig, clip_features, mfcc_features
+from .features import (FeatureCache, FeatureConfig, MFCCConfig, clip_features, log_mels, mfcc_features,
+                       mfcc_of_log_mel, normalize_frames)
 
 EMBEDDINGS = "embeddings"   # the cache's folder for backbone embeddings
 MFCCS = "mfcc"              # and for MFCCs
@@ -56,6 +60,9 @@ class LogMel:
     def features(self, audio: np.ndarray) -> np.ndarray:
         return clip_features(audio, self.cfg)
 
+    def window_features(self, windows: list[np.ndarray], starts: list[int]) -> np.ndarray:
+        return stacked_log_mels(windows, starts, self.cfg, lambda db: normalize_frames(db, self.cfg.n_frames))
+
     def featurize(self, clips: Clips, cache_dir=None) -> Clips:
         return clips
 
@@ -64,6 +71,14 @@ class LogMel:
 
     def config(self) -> dict:
         return {"front_end": {"kind": self.kind}, "features": self.cfg.to_dict()}
+
+
+def stacked_log_mels(windows: list[np.ndarray], starts: list[int], cfg: FeatureConfig, finish) -> np.ndarray:
+    """``finish(db)`` stacked for the log-Mel map of each of successive windows of one recording (from sample ``starts``).
+
+    Each window is cut to ``cfg``'s span first, as :func:`~core.features.clip_features` does.
+    """
+    return np.stack([finish(db) for db in log_mels([w[:cfg.window_samples] for w in windows], starts, cfg)])
 
 
 def cached_features(features, shape: tuple, audio: list, cache_dir, kind: str, folder: str, tag: str = "clean",
@@ -127,6 +142,9 @@ class MFCC:
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         return mfcc_features(np.asarray(audio, np.float32), self.cfg, self.params)
+
+    def window_features(self, windows: list[np.ndarray], starts: list[int]) -> np.ndarray:
+        return stacked_log_mels(windows, starts, self.cfg, lambda db: mfcc_of_log_mel(db, self.cfg, self.params))
 
     def key(self) -> str:
         """The cache folder of these features: a hash of every parameter."""
@@ -195,6 +213,9 @@ class BackboneEmbeddings:
         out = np.zeros(self.input_shape, np.float32)
         out[:len(chunks)] = self.backbone.embed(chunks)
         return out
+
+    def window_features(self, windows: list[np.ndarray], starts: list[int]) -> np.ndarray:
+        return np.stack([self.features(w) for w in windows])
 
     def key(self, tag: str = "clean") -> str:
         """The cache folder of this front end's embeddings under augmentation ``tag``."""

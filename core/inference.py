@@ -99,10 +99,13 @@ class WindowClassifier:
         """The outputs that are animals: all but a reserved background output."""
         return [i for i, c in enumerate(self.classes) if c != BACKGROUND]
 
-    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None,
+                      starts: list[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities (n, classes) and OOD scores (n,) (None: cannot reject) of audio windows.
 
-        The windows are at ``sr`` Hz (default: ``cfg.sr``).
+        The windows are at ``sr`` Hz (default: ``cfg.sr``). ``starts``, their
+        first samples when they are successive windows of one recording, lets
+        the front end share the work of their overlap.
         """
         raise NotImplementedError
 
@@ -146,7 +149,8 @@ class WindowClassifier:
         windows, spans, pending = [], [], []
 
         def flush():
-            probs, scores = self.analyse_audio(pending)
+            starts = [round(a * self.cfg.sr) for a, _ in spans[len(windows):]]
+            probs, scores = self.analyse_audio(pending, starts=starts)
             scores = [None] * len(probs) if scores is None else scores.tolist()
             windows.extend(Window(a, b, p, s) for (a, b), p, s in zip(spans[len(windows):], probs, scores))
             pending.clear()
@@ -261,11 +265,15 @@ class Classifier(WindowClassifier):
         """Calibrated class probabilities (n, classes) for a batch of front-end features."""
         return self.analyse(x)[0]
 
-    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None,
+                      starts: list[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         if sr is not None and sr != self.cfg.sr:
             import soxr
             windows = [soxr.resample(w, sr, self.cfg.sr, "HQ") for w in windows]
-        return self.analyse(np.stack([self.front_end.features(w) for w in windows]))
+            starts = None   # resampled apart, the windows no longer share samples
+        if starts is None:
+            return self.analyse(np.stack([self.front_end.features(w) for w in windows]))
+        return self.analyse(self.front_end.window_features(windows, starts))
 
 
 class Ensemble(WindowClassifier):
@@ -299,8 +307,9 @@ class Ensemble(WindowClassifier):
         self.config = {"variant": "ensemble", "members": [str(m.model_dir) for m in members],
                        "data_dir": members[0].config.get("data_dir")}
 
-    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        results = [m.analyse_audio(windows, sr or self.cfg.sr) for m in self.members]
+    def analyse_audio(self, windows: list[np.ndarray], sr: int | None = None,
+                      starts: list[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        results = [m.analyse_audio(windows, sr or self.cfg.sr, starts) for m in self.members]
         probs = np.mean([p for p, _ in results], axis=0)
         if not self.can_reject:
             return probs, None

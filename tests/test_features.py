@@ -6,10 +6,11 @@ import pytest
 import soundfile as sf
 from conftest import tone, write_wav
 
-from core import dataset
+from core import dataset, features
 from core.audio import load_audio
-from core.features import FeatureCache, FeatureConfig, clip_features, log_mel, n_real_frames
-from core.windows import iter_windows
+from core.features import FeatureCache, FeatureConfig, clip_features, log_mel, log_mels, n_real_frames
+from core.front_ends import MFCC, LogMel
+from core.windows import SlidingWindows, iter_windows
 
 CFG = FeatureConfig()
 SR = CFG.sr
@@ -91,6 +92,42 @@ def test_iter_windows_streams_a_long_file_in_bounded_memory(tmp_path):
         tracemalloc.stop()
     assert last_end == 600.0 and n == (600 - 16) // 8 + 1
     assert peak < decoded_bytes / 5, f"peak {peak / 1e6:.1f} MB for a {decoded_bytes / 1e6:.0f} MB recording"
+
+
+def cut(y: np.ndarray, window: int, hop: int) -> tuple[list, list]:
+    """The windows of ``y`` and their start samples, as a recording is cut."""
+    windows = SlidingWindows(window, hop)
+    spans = [*windows.push(y), *windows.finish()]
+    return [audio for _, _, audio in spans], [start for start, _, _ in spans]
+
+
+@pytest.mark.parametrize("window, hop, share", [
+    (CFG.window_samples, CFG.window_samples // 2, 0.65),  # the default: 16 s every 8 s, frames aligned
+    (SR * 3, SR + 100, 1.0),                              # a hop off the frame grid: nothing to share
+    (SR // 50, SR // 100, 1.0),                           # windows shorter than an FFT: all padding
+])
+def test_log_mels_of_overlapping_windows_equal_each_windows_own(window, hop, share, monkeypatch):
+    y = np.concatenate([tone("moo", 20.0, seed=1), tone("chirp", 17.3, seed=2)])
+    windows, starts = cut(y, window, hop)
+    computed = []
+    real = features.mel_power
+    monkeypatch.setattr(features, "mel_power", lambda frames, cfg: computed.append(len(frames)) or real(frames, cfg))
+    shared = log_mels(windows, starts, CFG)
+    total = sum(computed)
+    computed.clear()
+    own = [log_mel(w, CFG) for w in windows]
+    assert [m.shape for m in shared] == [m.shape for m in own]
+    for a, b in zip(shared, own):
+        np.testing.assert_allclose(a, b, atol=1e-4)      # float32 sums in another order, nothing more
+    assert total <= share * sum(computed)                 # the overlap's frames were computed once
+
+
+@pytest.mark.parametrize("front_end", [LogMel(), MFCC()], ids=["log_mel", "mfcc"])
+def test_window_features_equal_features_of_each_window(front_end):
+    y = np.concatenate([tone("bark", 25.0, seed=3), tone("moo", 13.0, seed=4)])
+    windows, starts = cut(y, CFG.window_samples, CFG.window_samples // 2)
+    expected = np.stack([front_end.features(w) for w in windows])
+    np.testing.assert_allclose(front_end.window_features(windows, starts), expected, atol=1e-3)
 
 
 # ---------------------------------------------------------------- cache
