@@ -51,7 +51,7 @@ def main(argv=None):
     try:
         clf = keras_classifier(args.model_dir)
         data_dir = args.data_dir or default_data_dir(clf.config)
-        splits = {s: split_clips(data_dir, s, clf.classes, clf.cfg, args.cache_dir) for s in ("Training", "Test")}
+        splits = {s: split_clips(data_dir, s, clf.classes, clf.front_end, args.cache_dir) for s in ("Training", "Test")}
     except (common.ModelDirError, common.DatasetError) as e:
         sys.exit(f"error: {e}")
     views = logits_and_embedding(clf.predictor.model)

@@ -15,7 +15,9 @@ Writes, per file: one PNG per method and overview.png, original.wav and
 <method>_<mask>.wav, metrics.csv, curves.csv and curves.png, maps.npz, and report.html
 (all of it in one self-contained page). --dir adds summary.csv (the metrics averaged over
 the files), all_metrics.csv and summary.html. Explanations need gradients, so the Keras
-model file is used whatever runtimes the model directory has.
+model file is used whatever runtimes the model directory has. A model on MFCCs is explained
+over the same log-Mel window, its front end put in front of it as a layer (core/saliency.py);
+a transfer model, whose input comes from a backbone outside Keras, is refused.
 """
 import io
 import sys
@@ -113,13 +115,28 @@ def wav_bytes(path: Path, y: np.ndarray, sr: int) -> bytes:
     return listenable.write_wav_atomic(path, y, sr).read_bytes()
 
 
+def explainer_for(clf, args, y: np.ndarray | None = None):
+    """The :class:`core.saliency.Explainer` of ``clf``'s model over the log-Mel window of audio ``y``.
+
+    A log-Mel model's serves every window (``y`` None); an MFCC model's is built per window,
+    since its front end layer carries the window's level and length.
+    """
+    from core.saliency import Explainer, mfcc_front
+    front = None
+    if clf.front_end.kind == "mfcc":
+        front = mfcc_front(common.log_mel(y[:clf.cfg.window_samples], clf.cfg), clf.cfg, clf.front_end.params)
+    return Explainer(clf.predictor.model, args.patch, args.lime_samples, args.shap_samples, args.seed,
+                     args.gradcam_layer, front)
+
+
 def explain_file(explainer, clf, path: Path, methods, args, out: Path) -> pd.DataFrame:
-    """Explain one recording into ``out``; returns its metrics rows."""
+    """Explain one recording into ``out`` (with ``explainer``, or one built for it); returns its metrics rows."""
     cfg = clf.cfg
     y = load_window(path, cfg, args.start)
     x = common.clip_features(y, cfg)
     x_real = x[:common.n_real_frames(x)]
-    probs = clf.predict_features(x[None])[0]
+    explainer = explainer or explainer_for(clf, args, y)
+    probs = clf.predict_features(clf.front_end.features(y)[None])[0]
     c = clf.classes.index(args.target) if args.target else int(probs.argmax())
     maps, metrics, curves, _ = explain_window(explainer, x, c, methods, args)
     metrics.insert(0, "file", str(path))
@@ -175,18 +192,19 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None):
     args = parse_args(argv)
-    from core.saliency import (
-        Explainer,  # imports TensorFlow (~10 s): not before --help or a bad flag
-    )
     try:
-        clf = keras_classifier(args.model_dir)
+        clf = keras_classifier(args.model_dir)   # imports TensorFlow (~10 s): not before --help or a bad flag
     except common.ModelDirError as e:
         sys.exit(f"error: {e}")
+    if clf.front_end.kind not in ("log_mel", "mfcc"):
+        sys.exit(f"error: {clf.model_dir}: its input is {clf.front_end.input_name} from a pretrained backbone run "
+                 f"outside Keras, so no gradient or mask reaches the log-Mel window; explain.py explains log-Mel "
+                 f"and MFCC models")
     if args.target is not None and args.target not in clf.classes:
         sys.exit(f"error: --target {args.target}: not a class of {clf.model_dir} ({', '.join(clf.classes)})")
-    explainer = Explainer(clf.predictor.model, args.patch, args.lime_samples, args.shap_samples, args.seed,
-                          args.gradcam_layer)
-    methods = choose_methods(explainer, args.methods)
+    probe = explainer_for(clf, args, np.zeros(clf.cfg.window_samples, np.float32) + 1e-3)
+    methods = choose_methods(probe, args.methods)
+    explainer = probe if clf.front_end.kind == "log_mel" else None
     source = args.file or args.dir
     out = args.out or clf.model_dir / "explanations" / source.stem
     if args.file:

@@ -4,9 +4,11 @@
 
 Curves against SNR (30 to -5 dB, measured on each call's active part, the way enhance.py
 mixes wind) for white noise, for wind, and for every --noise-dir; Gaussian noise added to
-the log-Mel features; FGSM and PGD (L-inf on the log-Mel input, a grid of eps) and DeepFool
+the model's input features; FGSM and PGD (L-inf on that input, a grid of eps) and DeepFool
 (L2: the distribution of the smallest perturbation that flips each correct clip). Feature
-perturbations touch only the window's real frames (core/robustness.py says why).
+perturbations touch only the window's real frames (core/robustness.py says why) and are in
+units of one feature standard deviation: the z-normalised log-Mel's own unit, and each
+feature's spread over the Test clips for MFCCs and backbone embeddings.
 
 Wind must be held out to measure robustness rather than memory. The wind recordings are
 taken from --wind-dir (default: <data-dir>/heldout/wind if it exists, else
@@ -31,6 +33,7 @@ from core import robustness
 from core.model_data import (
     default_data_dir,
     examination_parser,
+    feature_scale,
     keras_classifier,
     split_clips,
     training_data_dir,
@@ -118,7 +121,8 @@ def main(argv=None):
     try:
         clf = keras_classifier(args.model_dir)
         data_dir = args.data_dir or default_data_dir(clf.config)
-        clips = split_clips(data_dir, "Test", clf.classes, clf.cfg, args.cache_dir, with_audio=True, limit=args.limit)
+        clips = split_clips(data_dir, "Test", clf.classes, clf.front_end, args.cache_dir, with_audio=True,
+                            limit=args.limit)
     except (common.ModelDirError, common.DatasetError) as e:
         sys.exit(f"error: {e}")
     training_data = training_data_dir(clf.config)
@@ -136,19 +140,21 @@ def main(argv=None):
     rows = [{"kind": "clean", "level": np.inf, "unit": "dB SNR", **scores(clf, clips.x, clips.y), "noise": ""}]
     for kind, noise_for, description in noises:
         for snr in tqdm(args.snrs, desc=f"{kind} noise", unit="SNR", disable=None):
-            x = robustness.mixed_features(clips.audio, noise_for, snr, clf.cfg, args.seed)
+            x = robustness.mixed_features(clips.audio, noise_for, snr, clf.front_end.features, args.seed)
             rows.append({"kind": kind, "level": snr, "unit": "dB SNR", **scores(clf, x, clips.y), "noise": description})
+    scale = feature_scale(clf.front_end, clips.x)
     for sigma in args.sigmas:
-        x = robustness.feature_noise(clips.x, sigma, args.seed)
-        rows.append({"kind": "feature_gaussian", "level": sigma, "unit": "z", **scores(clf, x, clips.y), "noise": ""})
+        x = robustness.feature_noise(clips.x, sigma, args.seed, scale)
+        rows.append({"kind": "feature_gaussian", "level": sigma, "unit": "feature std", **scores(clf, x, clips.y),
+                     "noise": ""})
 
     logits = logits_model(clf.predictor.model)
-    attacks = {"fgsm": lambda x, y, eps: robustness.fgsm(logits, x, y, eps),
-               "pgd": lambda x, y, eps: robustness.pgd(logits, x, y, eps, args.pgd_steps, args.seed)}
+    attacks = {"fgsm": lambda x, y, eps: robustness.fgsm(logits, x, y, eps, scale),
+               "pgd": lambda x, y, eps: robustness.pgd(logits, x, y, eps, args.pgd_steps, args.seed, scale)}
     for kind, attack in attacks.items():
         for eps in tqdm(args.eps, desc=kind.upper(), unit="eps", disable=None):
             x = robustness.in_batches(partial(attack, eps=eps), args.batch_size, clips.x, clips.y)
-            rows.append({"kind": kind, "level": eps, "unit": "z (L-inf)", **scores(clf, x, clips.y), "noise": ""})
+            rows.append({"kind": kind, "level": eps, "unit": "feature std (L-inf)", **scores(clf, x, clips.y), "noise": ""})
     table = pd.DataFrame(rows)
 
     fooled = deepfool_table(clf, logits, clips, args)

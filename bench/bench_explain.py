@@ -92,7 +92,7 @@ def main():
     from core.saliency import Explainer
     settings = explain.parse_args(["--file", str(args.file)])          # explain.py's defaults
     clf = common.Classifier(args.model_dir, backend="keras")
-    clips = split_clips(default_data_dir(clf.config), "Test", clf.classes, clf.cfg, common.DEFAULT_CACHE)
+    clips = split_clips(default_data_dir(clf.config), "Test", clf.classes, clf.front_end, common.DEFAULT_CACHE)
     explainer = Explainer(clf.predictor.model, settings.patch, settings.lime_samples, settings.shap_samples,
                           settings.seed)
     methods = explain.choose_methods(explainer, None)

@@ -276,6 +276,18 @@ def mfcc_of_log_mel(db: np.ndarray, cfg: FeatureConfig, params: MFCCConfig) -> n
     return out
 
 
+def mfcc_matrices(n_real: int, cfg: FeatureConfig, params: MFCCConfig) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`mfcc_of_log_mel` of a map of ``n_real`` frames as matrices: the DCT and one delta operator per order.
+
+    Returns ``dct`` (n_mels, n_mfcc) and ``deltas``, (n_real, n_real) each, with
+    ``mfcc_of_log_mel(db)[:n_real] == concat([C] + [D @ C for D in deltas], axis=1)``
+    for ``C = db @ dct``: both steps are linear in the dB map, so gradients
+    can be taken through them (explanations of MFCC models over log-Mel bins).
+    """
+    return (dct_matrix(cfg.n_mels, params.n_mfcc).T,
+            [savgol_delta(np.eye(n_real), k, params.delta_width) for k in range(1, params.delta_order + 1)])
+
+
 class FeatureCache:
     """Arrays on disk keyed by (kind, parameters, file content hash).
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from .dataset import DatasetError, list_class_files, load_clips
-from .backends import ModelDirError
-from .features import FeatureCache
+from .features import FeatureCache, real_frames
 from .front_ends import LogMel
 from .inference import Classifier, default_model_dir
 
@@ -30,15 +31,22 @@ def examination_parser(description: str, outputs: str) -> argparse.ArgumentParse
 def keras_classifier(model_dir=None) -> Classifier:
     """The model in ``model_dir`` (default: the best trained variant) on the Keras backend, which gradients need.
 
-    These commands examine log-Mel inputs; a model on another front end (a
-    transfer model's backbone embeddings) raises :class:`core.backends.ModelDirError`
-    (one line), as does one that cannot be loaded.
+    A model that cannot be loaded raises :class:`core.backends.ModelDirError` (one line).
     """
-    clf = Classifier(model_dir or default_model_dir(), backend="keras")
-    if not isinstance(clf.front_end, LogMel):
-        raise ModelDirError(f"{clf.model_dir}: its input is {clf.front_end.input_name} ({clf.front_end.kind} front "
-                            f"end); only log-Mel models can be examined")
-    return clf
+    return Classifier(model_dir or default_model_dir(), backend="keras")
+
+
+def feature_scale(front_end, x: np.ndarray) -> np.ndarray:
+    """The unit of perturbations of model inputs ``x`` (n, steps, F): one standard deviation, per feature.
+
+    A log-Mel window is z-normalised per clip, so its unit is 1. MFCCs and
+    backbone embeddings are not: their unit is each feature's standard
+    deviation over the real steps (frames, chunks) of ``x``, so "eps = 0.1"
+    means the same share of a feature's spread whatever the front end.
+    """
+    if isinstance(front_end, LogMel):
+        return np.ones(x.shape[-1], np.float32)
+    return np.maximum(real_frames(x).std(axis=0), 1e-6).astype(np.float32)
 
 
 def training_data_dir(config: dict) -> Path:
@@ -52,12 +60,15 @@ def default_data_dir(config: dict) -> Path:
     return recorded if recorded.is_dir() else Path("Animals_Sounds")
 
 
-def split_clips(data_dir, split: str, classes: list[str], cfg, cache_dir=None, with_audio: bool = False,
+def split_clips(data_dir, split: str, classes: list[str], front_end, cache_dir=None, with_audio: bool = False,
                 limit: int | None = None):
     """Clips of ``data_dir``/``split``/<class>/ whose class the model knows, labelled in ``classes`` order.
 
-    Raises :class:`DatasetError` (one line) when the split is missing or holds no such clip.
+    Their features ``x`` are ``front_end``'s (the model's input), through the
+    cache. Raises :class:`DatasetError` (one line) when the split is missing
+    or holds no such clip.
     """
+    cfg = front_end.cfg
     folder = Path(data_dir) / split
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such split (pass --data-dir)")
@@ -68,4 +79,4 @@ def split_clips(data_dir, split: str, classes: list[str], cfg, cache_dir=None, w
                           desc=f"{split.lower()} clips")
     if len(clips.y) == 0:
         raise DatasetError(f"{folder}: no readable clip of the model's classes ({', '.join(classes)})")
-    return clips
+    return front_end.featurize(clips, cache_dir)

@@ -1,11 +1,13 @@
 """Where a classifier breaks: accuracy under noise at a calibrated SNR, feature noise, and adversarial attacks.
 
 Noise is mixed into the waveform at an SNR measured on the call's active part
-(``audio.mix_at_snr``, as ``enhance.py`` trains), then featurised like any clip. Every
-other perturbation acts on the model input, the z-normalised log-Mel window, and only on
-its real frames: padding stays zero, so a masked model still sees where the clip ends
-(noise on the padding would turn it into "sound"). Units there are the features' own:
-1.0 is one standard deviation of the clip's dB values.
+(``audio.mix_at_snr``, as ``enhance.py`` trains), then featurised by the model's front end
+like any clip. Every other perturbation acts on the model input (the z-normalised log-Mel
+window, MFCCs, or a backbone's chunk embeddings), and only on its real frames: padding stays
+zero, so a masked model still sees where the clip ends (noise on the padding would turn it
+into "sound"). Its unit is ``scale``, one standard deviation per feature
+(``model_data.feature_scale``): for a log-Mel window, 1.0, one standard deviation of the
+clip's dB values.
 
 =========  ==============================================================  =====================
 attack     step                                                            source
@@ -27,7 +29,6 @@ from collections.abc import Callable
 import numpy as np
 
 from .audio import mix_at_snr
-from .features import FeatureConfig, clip_features
 from .reports import _plt, save_figure
 
 
@@ -37,14 +38,14 @@ def real_frames(x: np.ndarray) -> np.ndarray:
 
 
 def mixed_features(audio: list[np.ndarray], noise_for: Callable[[int, int], np.ndarray], snr_db: float,
-                   cfg: FeatureConfig, seed: int) -> np.ndarray:
-    """Features (n, frames, mels) of every clip mixed with ``noise_for(i, n_samples)`` at ``snr_db``.
+                   features: Callable[[np.ndarray], np.ndarray], seed: int) -> np.ndarray:
+    """``features`` (a front end's) of every clip mixed with ``noise_for(i, n_samples)`` at ``snr_db``.
 
     Clip i draws its noise excerpt from a generator seeded by (seed, i), so every SNR of a
     curve uses the same noise on the same clip and the curve measures the level alone.
     """
-    return np.stack([clip_features(mix_at_snr(y, noise_for(i, len(y)), snr_db, np.random.default_rng([seed, i])),
-                                   cfg) for i, y in enumerate(audio)])
+    return np.stack([features(mix_at_snr(y, noise_for(i, len(y)), snr_db, np.random.default_rng([seed, i])))
+                     for i, y in enumerate(audio)])
 
 
 def white_noise(seed: int) -> Callable[[int, int], np.ndarray]:
@@ -57,10 +58,10 @@ def recording_noise(bank: list[np.ndarray], seed: int) -> Callable[[int, int], n
     return lambda i, n: bank[int(np.random.default_rng([seed, i, 2]).integers(len(bank)))]
 
 
-def feature_noise(x: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    """``x`` plus Gaussian noise of standard deviation ``sigma`` on its real frames."""
+def feature_noise(x: np.ndarray, sigma: float, seed: int, scale=1.0) -> np.ndarray:
+    """``x`` plus Gaussian noise of standard deviation ``sigma * scale`` on its real frames."""
     rng = np.random.default_rng(seed)
-    return (x + sigma * rng.standard_normal(x.shape).astype(np.float32) * real_frames(x)).astype(np.float32)
+    return (x + sigma * scale * rng.standard_normal(x.shape).astype(np.float32) * real_frames(x)).astype(np.float32)
 
 
 def _loss_gradient(logits_model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -73,23 +74,25 @@ def _loss_gradient(logits_model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return tape.gradient(loss, xt).numpy()
 
 
-def fgsm(logits_model, x: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
-    """Fast Gradient Sign Method (Goodfellow et al., ICLR 2015): one L-inf step of size ``eps`` up the loss."""
-    return (x + eps * np.sign(_loss_gradient(logits_model, x, y)) * real_frames(x)).astype(np.float32)
+def fgsm(logits_model, x: np.ndarray, y: np.ndarray, eps: float, scale=1.0) -> np.ndarray:
+    """Fast Gradient Sign Method (Goodfellow et al., ICLR 2015): one L-inf step of size ``eps * scale`` up the loss."""
+    return (x + eps * scale * np.sign(_loss_gradient(logits_model, x, y)) * real_frames(x)).astype(np.float32)
 
 
-def pgd(logits_model, x: np.ndarray, y: np.ndarray, eps: float, steps: int = 10, seed: int = 0) -> np.ndarray:
-    """Projected Gradient Descent in the L-inf ball of radius ``eps`` (Madry et al., ICLR 2018).
+def pgd(logits_model, x: np.ndarray, y: np.ndarray, eps: float, steps: int = 10, seed: int = 0,
+        scale=1.0) -> np.ndarray:
+    """Projected Gradient Descent in the L-inf ball of radius ``eps * scale`` (Madry et al., ICLR 2018).
 
-    A uniform random start in the ball, then ``steps`` sign-gradient steps of eps / 4,
-    each projected back onto the ball (real frames only).
+    A uniform random start in the ball, then ``steps`` sign-gradient steps of a quarter
+    radius, each projected back onto the ball (real frames only).
     """
     real = real_frames(x)
+    radius = np.broadcast_to(np.float32(eps) * np.asarray(scale, np.float32), x.shape[-1:])
     rng = np.random.default_rng(seed)
-    adv = x + rng.uniform(-eps, eps, x.shape).astype(np.float32) * real
+    adv = x + rng.uniform(-radius, radius, x.shape).astype(np.float32) * real
     for _ in range(steps):
-        adv = adv + eps / 4 * np.sign(_loss_gradient(logits_model, adv, y)) * real
-        adv = x + np.clip(adv - x, -eps, eps)
+        adv = adv + radius / 4 * np.sign(_loss_gradient(logits_model, adv, y)) * real
+        adv = x + np.clip(adv - x, -radius, radius)
     return adv.astype(np.float32)
 
 

@@ -16,7 +16,8 @@ lrp              epsilon-rule relevance of logit_c, layer by layer              
 lime             weights of a sparse linear surrogate over time-frequency       Ribeiro et al. 2016
                  patches (``lime`` package)
 shap             Kernel SHAP values of the same patches (``shap`` package)      Lundberg & Lee 2017
-attention        attention rollout over the MultiHeadAttention layers           Abnar & Zuidema 2020
+attention        attention rollout over the MultiHeadAttention layers, or the   Abnar & Zuidema 2020;
+                 weights of an additive attention pooling over time             Bahdanau et al. 2015
 ===============  =============================================================  ======================
 
 Gradients are taken of the logits (``model_views.logits_and_embedding``), not of the
@@ -26,8 +27,14 @@ LIME's and SHAP's hidden patches, and ``attribution_metrics`` all use it, so an 
 is scored by the same removal it was computed with.
 
 Grad-CAM needs a convolution (a 1D one gives a map over time only, the same for every mel
-band) and LRP a convolutional network; attention needs MultiHeadAttention layers. A model
-without them raises :class:`MethodUnavailable`, whose ``str()`` is one line.
+band) and LRP a convolutional network; attention needs MultiHeadAttention layers or a
+``MaskedAttentionPooling``. A model without them raises :class:`MethodUnavailable`, whose
+``str()`` is one line.
+
+A model on MFCCs is explained over the same log-Mel window: :class:`MFCCOfLogMel` puts its
+front end, which is linear in the window's dB map, in front of it as a layer
+(``Explainer(front=...)``), so every map lies on log-Mel bins one can see and hear. Grad-CAM
+and LRP are refused for it: their maps follow convolutions over the model's own input.
 This module imports Keras and TensorFlow.
 """
 from __future__ import annotations
@@ -38,8 +45,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .features import n_real_frames
-from .model_views import logits_and_embedding
+from .features import FeatureConfig, MFCCConfig, mfcc_matrices, n_real_frames
+from .layers import MaskedAttentionPooling
+from .model_views import attention_weights, logits_and_embedding
 
 METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
 CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D)
@@ -50,6 +58,41 @@ class MethodUnavailable(ValueError):
 
 
 # ---------------------------------------------------------------- model plumbing
+class MFCCOfLogMel(keras.layers.Layer):
+    """One clip's MFCC front end (``features.mfcc_of_log_mel``) as a layer over its z-normalised log-Mel window.
+
+    The window's dB map is ``z * std + mean`` on its ``n_real`` frames (the clip's own
+    level, undoing ``normalize_frames``), so a removed bin (0) is the clip's mean level,
+    as for a log-Mel model; the MFCCs and their deltas are linear in it
+    (``features.mfcc_matrices``), and the frames after ``n_real`` are zero, as padding is.
+    Built per clip by :func:`mfcc_front`; never saved.
+    """
+
+    def __init__(self, mean: float, std: float, n_real: int, cfg: FeatureConfig, params: MFCCConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std, self.n_real, self.n_frames = float(mean), float(std), int(n_real), cfg.n_frames
+        dct, deltas = mfcc_matrices(self.n_real, cfg, params)
+        self.dct = tf.constant(dct, tf.float32)
+        self.deltas = [tf.constant(d, tf.float32) for d in deltas]
+
+    def call(self, z):
+        coefficients = tf.matmul(z[:, :self.n_real] * self.std + self.mean, self.dct)
+        parts = [coefficients] + [tf.einsum("tj,bjk->btk", d, coefficients) for d in self.deltas]
+        return tf.pad(tf.concat(parts, axis=-1), [[0, 0], [0, self.n_frames - self.n_real], [0, 0]])
+
+
+def mfcc_front(db: np.ndarray, cfg: FeatureConfig, params: MFCCConfig) -> MFCCOfLogMel:
+    """The :class:`MFCCOfLogMel` of the clip whose ``features.log_mel`` map is ``db``."""
+    db = db[:cfg.n_frames]
+    return MFCCOfLogMel(db.mean(), db.std() + 1e-6, len(db), cfg, params)   # normalize_frames' mean and std
+
+
+def behind(front, model: keras.Model) -> keras.Model:
+    """``model`` with the layer ``front`` (the explained input -> the model's input) in front of it."""
+    inputs = keras.Input((front.n_frames, int(front.dct.shape[0])))
+    return keras.Model(inputs, model(front(inputs)), name=f"{model.name}_over_log_mel")
+
+
 def logits_model(model: keras.Model) -> keras.Model:
     """``model``'s input mapped to its pre-softmax class scores (B, C), on the same weights."""
     views = logits_and_embedding(model)
@@ -225,10 +268,12 @@ def lrp_epsilon(model: keras.Model, x: np.ndarray, c: int, epsilon: float = 0.01
 
 # ---------------------------------------------------------------- attention
 def attention_layers(model: keras.Model) -> list:
+    """The MultiHeadAttention layers of ``model``, or its MaskedAttentionPooling; :class:`MethodUnavailable` if none."""
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.MultiHeadAttention)]
+    layers = layers or [layer for layer in model.layers if isinstance(layer, MaskedAttentionPooling)]
     if not layers:
-        raise MethodUnavailable(f"model '{model.name}' has no MultiHeadAttention layer, so no attention "
-                                f"weights to show")
+        raise MethodUnavailable(f"model '{model.name}' has no MultiHeadAttention or attention pooling layer, so "
+                                f"no attention weights to show")
     return layers
 
 
@@ -273,6 +318,15 @@ def attention_rollout(model: keras.Model, x: np.ndarray) -> np.ndarray:
     frames = np.zeros(x.shape[0])
     frames[:tokens * patch] = np.repeat(rollout(scores, real), patch)
     return np.repeat(frames[:n_real_frames(x), None], x.shape[1], axis=1).astype(np.float32)
+
+
+def pooling_attention(model: keras.Model, x_model: np.ndarray, frames: int, mels: int) -> np.ndarray:
+    """The weights a ``MaskedAttentionPooling`` gives the steps of model input ``x_model``, as a (frames, mels) map.
+
+    A map over time (the steps resized to the window's frames when the layers before the
+    pooling shorten the time axis), the same for every mel band.
+    """
+    return cam_to_input(attention_weights(model, x_model[None])[0], frames, mels).astype(np.float32)
 
 
 # ---------------------------------------------------------------- LIME and SHAP over patches
@@ -327,19 +381,28 @@ def shap_map(predict, x: np.ndarray, c: int, patch=(16, 16), samples: int = 1000
 
 # ---------------------------------------------------------------- one entry point
 class Explainer:
-    """Every method of this module for one Keras classifier; builds each model view once."""
+    """Every method of this module for one Keras classifier; builds each model view once.
+
+    ``front``, a layer such as :class:`MFCCOfLogMel`, maps the explained log-Mel window to
+    the model's input; the maps are then over the window, not over the model's input.
+    """
 
     def __init__(self, model: keras.Model, patch=(16, 16), lime_samples: int = 1000, shap_samples: int = 1000,
-                 seed: int = 0, gradcam_layer: str | None = None):
-        self.model = model
-        self.scores = logits_model(model)
-        self.predict = window_predictor(model, int(model.input_shape[1]))
+                 seed: int = 0, gradcam_layer: str | None = None, front=None):
+        self.model, self.front = model, front
+        scores = logits_model(model)
+        self.scores = behind(front, scores) if front is not None else scores
+        explained = behind(front, model) if front is not None else model
+        self.predict = window_predictor(explained, int(explained.input_shape[1]))
         self.patch, self.lime_samples, self.shap_samples = tuple(patch), lime_samples, shap_samples
         self.seed, self.gradcam_layer = seed, gradcam_layer
 
     def available(self, method: str) -> str | None:
         """None if ``method`` applies to this model, else the one-line reason it does not."""
         try:
+            if method in ("gradcam", "lrp") and self.front is not None:
+                return (f"model '{self.model.name}' reads MFCCs: its convolutions run over them, not over "
+                        f"log-Mel bins (try saliency, smoothgrad, ig, lime, shap or attention)")
             if method in ("gradcam", "lrp"):
                 last_conv_layer(self.model)
             elif method == "attention":
@@ -370,4 +433,7 @@ class Explainer:
             return lime_map(self.predict, x, c, self.patch, self.lime_samples, self.seed)
         if method == "shap":
             return shap_map(self.predict, x, c, self.patch, self.shap_samples, self.seed)
+        if isinstance(attention_layers(self.model)[0], MaskedAttentionPooling):
+            x_model = self.front(x[None]).numpy()[0] if self.front is not None else x
+            return pooling_attention(self.model, x_model, *x.shape)[:n_real_frames(x)]
         return attention_rollout(self.model, x)

@@ -229,7 +229,7 @@ def test_explain_file_writes_maps_sounds_metrics_and_page(tmp_path, trained_mode
 
 def test_explain_refuses_what_the_model_cannot_do(tmp_path, trained_model_dir, capsys):
     clip = write_wav(tmp_path / "moo.wav", tone("moo", 1.0))
-    with pytest.raises(SystemExit, match="attention: model .* has no MultiHeadAttention layer"):
+    with pytest.raises(SystemExit, match="attention: model .* has no MultiHeadAttention or attention pooling layer"):
         run_explain(tmp_path, "--model-dir", trained_model_dir, "--file", clip, "--methods", "attention")
     with pytest.raises(SystemExit, match=r"error: .*empty\.wav.*empty file"):
         (tmp_path / "empty.wav").write_bytes(b"")

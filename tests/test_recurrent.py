@@ -142,3 +142,46 @@ def test_lstm_attention_exports_to_onnx_and_tflite_with_parity(lstm_attention_di
             predict.main(["--file", str(clip), "--model-dir", str(model_dir), "--backend", backend, "--json"])
         labels[backend] = json.loads(out.getvalue())["label"]
     assert labels["onnx"] == labels["keras"] == labels["tflite"]
+
+
+def test_the_mfcc_front_layer_is_the_front_end(lstm_attention_dir):
+    from core.front_ends import front_end_of
+    from core.saliency import Explainer, mfcc_front
+    model = keras.saving.load_model(lstm_attention_dir / common.MODEL_FILE, safe_mode=True)
+    front_end = front_end_of(json.loads((lstm_attention_dir / "config.json").read_text()))
+    y = tone("moo", 2.0)
+    z = common.clip_features(y, front_end.cfg)
+    front = mfcc_front(common.log_mel(y, front_end.cfg), front_end.cfg, front_end.params)
+    mfcc = front_end.features(y)
+    np.testing.assert_allclose(front(z[None]).numpy()[0], mfcc, atol=2e-3 * np.abs(mfcc).max())
+    explainer = Explainer(model, front=front)
+    np.testing.assert_allclose(explainer.predict(z[None]), model.predict(mfcc[None], verbose=0), atol=1e-4)
+    assert explainer.available("gradcam").startswith(f"model '{model.name}' reads MFCCs")
+    weights = explainer.explain("attention", z, 0)
+    n_real = common.n_real_frames(z)
+    assert weights.shape == (n_real, 128) and weights[:, 0].sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_examining_commands_work_on_an_mfcc_model(lstm_attention_dir, data_dir, tmp_path):
+    import pandas as pd
+
+    import embeddings
+    import explain
+    import robustness
+    clip = write_wav(tmp_path / "moo.wav", tone("moo", 1.5))
+    model = ["--model-dir", str(lstm_attention_dir)]
+    explain.main([*model, "--file", str(clip), "--out", str(tmp_path / "ex"), "--lime-samples", "40",
+                  "--shap-samples", "40", "--steps", "4"])
+    metrics = pd.read_csv(tmp_path / "ex" / "metrics.csv")
+    assert list(metrics.method.unique()) == ["saliency", "smoothgrad", "ig", "lime", "shap", "attention", "random"]
+    with pytest.raises(SystemExit, match="gradcam: model .* reads MFCCs"):
+        explain.main([*model, "--file", str(clip), "--methods", "gradcam"])
+    cache = ["--cache-dir", str(tmp_path / "c")]
+    robustness.main([*model, *cache, "--out", str(tmp_path / "rob"), "--snrs", "0", "--eps", "0.1", "--sigmas", "1",
+                     "--pgd-steps", "2", "--deepfool-iterations", "2"])
+    table = pd.read_csv(tmp_path / "rob" / "robustness.csv")
+    assert table.kind.tolist() == ["clean", "white", "wind", "feature_gaussian", "fgsm", "pgd"]
+    assert table.accuracy.between(0, 1).all()
+    embeddings.main([*model, *cache, "--out", str(tmp_path / "emb")])
+    assert (pd.read_csv(tmp_path / "emb" / "embeddings.csv").split == "Test").sum() == len(
+        list((data_dir / "Test").rglob("*.[wW][aA][vV]")))

@@ -66,6 +66,23 @@ def test_pgd_stays_in_the_ball_and_beats_fgsm():
     assert loss(adv) >= loss(robustness.fgsm(logits, x, y, 0.2)) - 1e-6 > loss(x)
 
 
+def test_perturbations_scale_per_feature_in_the_units_of_the_front_end():
+    from core.front_ends import MFCC, LogMel
+    from core.model_data import feature_scale
+    x = np.zeros((2, 3, 2), np.float32)
+    x[0, :2] = [[1.0, 10.0], [3.0, 30.0]]
+    x[1, :1] = [[5.0, 50.0]]                          # padding frames are left out of the spread
+    np.testing.assert_array_equal(feature_scale(LogMel(), x), [1.0, 1.0])   # z-normalised already
+    np.testing.assert_allclose(feature_scale(MFCC(), x), [np.std([1, 3, 5]), np.std([10, 30, 50])], rtol=1e-6)
+    logits = linear_classifier()
+    x = np.array([[[0.2, 0.1], [0.3, -0.4]]], np.float32)
+    scale = np.array([1.0, 3.0], np.float32)
+    np.testing.assert_allclose(robustness.fgsm(logits, x, np.array([0]), 0.1, scale) - x,
+                               0.1 * scale * np.sign(W1 - W0)[None], atol=1e-6)
+    adv = robustness.pgd(logits, x, np.array([0]), 0.1, steps=4, seed=0, scale=scale)
+    assert np.all(np.abs(adv - x) <= 0.1 * scale + 1e-6) and np.abs(adv - x)[..., 1].max() > 0.1
+
+
 def test_deepfool_finds_the_linear_boundary_in_one_step():
     # binary linear model: the closest boundary point is |f1 - f0| / ||W1 - W0|| away
     logits = linear_classifier(bias=(0.5, 0.0))

@@ -192,6 +192,26 @@ def test_without_the_optional_extra_each_command_says_so_in_one_line(transfer_di
         transfer.main(train_args("transfer", data_dir, tmp_path))
 
 
+def test_robustness_and_embeddings_examine_a_transfer_model_and_explain_refuses_it(transfer_dir, tmp_path):
+    import pandas as pd
+
+    import embeddings
+    import explain
+    import robustness
+    model_dir, out, _ = transfer_dir
+    model = ["--model-dir", str(model_dir), "--cache-dir", str(out / "cache")]
+    robustness.main([*model, "--out", str(tmp_path / "rob"), "--snrs", "0", "--eps", "0.1", "--sigmas", "1",
+                     "--pgd-steps", "2", "--deepfool-iterations", "2"])
+    table = pd.read_csv(tmp_path / "rob" / "robustness.csv")
+    assert table.kind.tolist() == ["clean", "white", "wind", "feature_gaussian", "fgsm", "pgd"]
+    assert table.accuracy.between(0, 1).all()
+    embeddings.main([*model, "--out", str(tmp_path / "emb")])
+    assert (tmp_path / "emb" / "tsne.png").stat().st_size > 1000
+    clip = write_wav(tmp_path / "moo.wav", tone("moo", 1.0))
+    with pytest.raises(SystemExit, match="from a pretrained backbone run outside Keras"):
+        explain.main(["--model-dir", str(model_dir), "--file", str(clip)])
+
+
 def test_reference_row_pools_only_the_real_windows_of_a_clip():
     from bench.compare import chunk_means
     x = np.zeros((2, 3, 2), np.float32)
