@@ -29,7 +29,8 @@ CLASS_NAMES = {  # the published folders are Turkish; -Part1/-Part2 halves merge
 }
 MIN_CLIPS_PER_CLASS = 2
 MANIFEST_COLUMNS = ["file", "class", "split", "hash", "source"]
-DEFAULT_CACHE = Path(os.environ.get("ANIMAL_SOUNDS_CACHE", Path(__file__).parent / ".cache"))
+# Beside the package, not in it: Ray ships the package to its workers (core/ray_engine.py).
+DEFAULT_CACHE = Path(os.environ.get("ANIMAL_SOUNDS_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
 
 
 class DatasetError(RuntimeError):

@@ -58,7 +58,8 @@ def classify_with_ray(root, rels: Sequence[str], settings: Settings, workers: in
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
-                 logging_level=logging.WARNING, runtime_env={"py_modules": [str(Path(__file__).parent)]})
+                 logging_level=logging.WARNING, runtime_env={"py_modules": [str(Path(__file__).parent)],
+                                                                 "excludes": ["__pycache__/", ".cache/"]})
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False   # core.batch.commit shows progress
         logging.getLogger("ray.data").setLevel(logging.ERROR)

@@ -222,3 +222,17 @@ def test_load_splits_refuses_unusable_data_dirs(tmp_path, cache_dir):
     with pytest.raises(DatasetError, match="no test clips"):
         load_splits(tmp_path, CFG, seed=0, cache_dir=cache_dir)
 
+
+
+def test_the_default_cache_lies_outside_the_package_that_ray_ships():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import core
+    env = {k: v for k, v in os.environ.items() if k != "ANIMAL_SOUNDS_CACHE"}
+    printed = subprocess.run([sys.executable, "-c", "from core.dataset import DEFAULT_CACHE; print(DEFAULT_CACHE)"],
+                             env=env, cwd=Path(core.__file__).parent.parent, capture_output=True, text=True, check=True)
+    default = Path(printed.stdout.strip())
+    assert default.name == ".cache" and Path(core.__file__).resolve().parent not in default.resolve().parents
