@@ -115,11 +115,11 @@ def wav_bytes(path: Path, y: np.ndarray, sr: int) -> bytes:
     return listenable.write_wav_atomic(path, y, sr).read_bytes()
 
 
-def explainer_for(clf, args, y: np.ndarray | None = None):
+def explainer_for(clf, args, y: np.ndarray):
     """The :class:`core.saliency.Explainer` of ``clf``'s model over the log-Mel window of audio ``y``.
 
-    A log-Mel model's serves every window (``y`` None); an MFCC model's is built per window,
-    since its front end layer carries the window's level and length.
+    A log-Mel model's serves every window (``y`` is not read); an MFCC model's is built per
+    window, since its front end layer carries the window's level and length.
     """
     from core.saliency import Explainer, mfcc_front
     front = None
@@ -202,7 +202,8 @@ def main(argv=None):
                  f"and MFCC models")
     if args.target is not None and args.target not in clf.classes:
         sys.exit(f"error: --target {args.target}: not a class of {clf.model_dir} ({', '.join(clf.classes)})")
-    probe = explainer_for(clf, args, np.zeros(clf.cfg.window_samples, np.float32) + 1e-3)
+    # which methods apply depends on the model alone; an MFCC model's front needs some window
+    probe = explainer_for(clf, args, np.full(clf.cfg.window_samples, 1e-3, np.float32))
     methods = choose_methods(probe, args.methods)
     explainer = probe if clf.front_end.kind == "log_mel" else None
     source = args.file or args.dir
