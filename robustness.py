@@ -154,7 +154,8 @@ def main(argv=None):
     for kind, attack in attacks.items():
         for eps in tqdm(args.eps, desc=kind.upper(), unit="eps", disable=None):
             x = robustness.in_batches(partial(attack, eps=eps), args.batch_size, clips.x, clips.y)
-            rows.append({"kind": kind, "level": eps, "unit": "feature std (L-inf)", **scores(clf, x, clips.y), "noise": ""})
+            rows.append({"kind": kind, "level": eps, "unit": "feature std (L-inf)", **scores(clf, x, clips.y),
+                         "noise": ""})
     table = pd.DataFrame(rows)
 
     fooled = deepfool_table(clf, logits, clips, args)

@@ -170,17 +170,25 @@ def normalize_frames(db: np.ndarray, n_frames: int) -> np.ndarray:
     return out
 
 
+def real_frame_mask(x: np.ndarray) -> np.ndarray:
+    """(..., frames) bool: the frames of padded maps ``x`` (..., frames, F) with any non-zero value.
+
+    ``normalize_frames`` pads with all-zero frames, so these are the frames of the clip's sound.
+    """
+    return np.any(np.asarray(x) != 0, axis=-1)
+
+
 def n_real_frames(x: np.ndarray) -> int:
     """Length of a padded (frames, n_mels) map up to its last frame with any non-zero band; at least 1.
 
-    ``normalize_frames`` pads with all-zero frames, so this is where the clip's sound ends.
+    That is where the clip's sound ends (:func:`real_frame_mask`).
     """
-    return int(np.flatnonzero(np.any(x != 0, axis=1)).max(initial=0)) + 1
+    return int(np.flatnonzero(real_frame_mask(x)).max(initial=0)) + 1
 
 
 def real_frames(x: np.ndarray) -> np.ndarray:
     """Every frame of padded clips ``x`` (n, frames, F) with any non-zero value, stacked: (m, F)."""
-    return x[np.abs(x).max(axis=-1) > 0]
+    return x[real_frame_mask(x)]
 
 
 def clip_features(y: np.ndarray, cfg: FeatureConfig, n_frames: int | None = None) -> np.ndarray:

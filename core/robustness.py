@@ -29,12 +29,13 @@ from collections.abc import Callable
 import numpy as np
 
 from .audio import mix_at_snr
+from .features import real_frame_mask
 from .reports import _plt, save_figure
 
 
-def real_frames(x: np.ndarray) -> np.ndarray:
+def real_frame_weights(x: np.ndarray) -> np.ndarray:
     """(n, frames, 1) float32: 1 on the frames of ``x`` (n, frames, mels) holding sound, 0 on padding."""
-    return np.any(np.asarray(x) != 0, axis=2, keepdims=True).astype(np.float32)
+    return real_frame_mask(x)[..., None].astype(np.float32)
 
 
 def mixed_features(audio: list[np.ndarray], noise_for: Callable[[int, int], np.ndarray], snr_db: float,
@@ -61,7 +62,8 @@ def recording_noise(bank: list[np.ndarray], seed: int) -> Callable[[int, int], n
 def feature_noise(x: np.ndarray, sigma: float, seed: int, scale=1.0) -> np.ndarray:
     """``x`` plus Gaussian noise of standard deviation ``sigma * scale`` on its real frames."""
     rng = np.random.default_rng(seed)
-    return (x + sigma * scale * rng.standard_normal(x.shape).astype(np.float32) * real_frames(x)).astype(np.float32)
+    noise = rng.standard_normal(x.shape).astype(np.float32)
+    return (x + sigma * scale * noise * real_frame_weights(x)).astype(np.float32)
 
 
 def _loss_gradient(logits_model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -76,7 +78,8 @@ def _loss_gradient(logits_model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def fgsm(logits_model, x: np.ndarray, y: np.ndarray, eps: float, scale=1.0) -> np.ndarray:
     """Fast Gradient Sign Method (Goodfellow et al., ICLR 2015): one L-inf step of size ``eps * scale`` up the loss."""
-    return (x + eps * scale * np.sign(_loss_gradient(logits_model, x, y)) * real_frames(x)).astype(np.float32)
+    step = np.sign(_loss_gradient(logits_model, x, y)) * real_frame_weights(x)
+    return (x + eps * scale * step).astype(np.float32)
 
 
 def pgd(logits_model, x: np.ndarray, y: np.ndarray, eps: float, steps: int = 10, seed: int = 0,
@@ -86,7 +89,7 @@ def pgd(logits_model, x: np.ndarray, y: np.ndarray, eps: float, steps: int = 10,
     A uniform random start in the ball, then ``steps`` sign-gradient steps of a quarter
     radius, each projected back onto the ball (real frames only).
     """
-    real = real_frames(x)
+    real = real_frame_weights(x)
     radius = np.broadcast_to(np.float32(eps) * np.asarray(scale, np.float32), x.shape[-1:])
     rng = np.random.default_rng(seed)
     adv = x + rng.uniform(-radius, radius, x.shape).astype(np.float32) * real
@@ -106,7 +109,7 @@ def deepfool(logits_model, x: np.ndarray, max_iter: int = 50, overshoot: float =
     used (n,), whether the label flipped (n,)).
     """
     import tensorflow as tf
-    real = real_frames(x)
+    real = real_frame_weights(x)
     start = np.asarray(logits_model(x, training=False)).argmax(axis=1)
     total = np.zeros_like(x)
     iterations = np.zeros(len(x), int)

@@ -147,3 +147,15 @@ def zip_folder(folder: Path, archive: Path) -> Path:
         for p in sorted(folder.rglob("*")):
             z.write(p, p.relative_to(folder.parent))
     return archive
+
+
+def check_quick_robustness(model_args: list, out: Path) -> None:
+    """Run robustness.py on one SNR, eps and sigma with ``model_args`` (--model-dir, ...) into ``out``; check its table."""
+    import pandas as pd
+
+    import robustness
+    robustness.main([*model_args, "--out", str(out), "--snrs", "0", "--eps", "0.1", "--sigmas", "1",
+                     "--pgd-steps", "2", "--deepfool-iterations", "2"])
+    table = pd.read_csv(out / "robustness.csv")
+    assert table.kind.tolist() == ["clean", "white", "wind", "feature_gaussian", "fgsm", "pgd"]
+    assert table.accuracy.between(0, 1).all()

@@ -25,7 +25,7 @@ def test_real_frames_and_feature_noise_leave_padding_alone():
     x = np.zeros((2, 4, 3), np.float32)
     x[0, :2] = 1.0
     x[1, :3, 1] = -0.5
-    np.testing.assert_array_equal(robustness.real_frames(x)[..., 0], [[1, 1, 0, 0], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(robustness.real_frame_weights(x)[..., 0], [[1, 1, 0, 0], [1, 1, 1, 0]])
     big = np.ones((1, 2000, 8), np.float32)
     big[0, 1000:] = 0.0
     noisy = robustness.feature_noise(big, 0.5, seed=0)

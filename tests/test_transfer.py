@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tone, train_args, write_wav
+from conftest import check_quick_robustness, tone, train_args, write_wav
 from fake_backbone import registered
 
 import common
@@ -193,18 +193,11 @@ def test_without_the_optional_extra_each_command_says_so_in_one_line(transfer_di
 
 
 def test_robustness_and_embeddings_examine_a_transfer_model_and_explain_refuses_it(transfer_dir, tmp_path):
-    import pandas as pd
-
     import embeddings
     import explain
-    import robustness
     model_dir, out, _ = transfer_dir
     model = ["--model-dir", str(model_dir), "--cache-dir", str(out / "cache")]
-    robustness.main([*model, "--out", str(tmp_path / "rob"), "--snrs", "0", "--eps", "0.1", "--sigmas", "1",
-                     "--pgd-steps", "2", "--deepfool-iterations", "2"])
-    table = pd.read_csv(tmp_path / "rob" / "robustness.csv")
-    assert table.kind.tolist() == ["clean", "white", "wind", "feature_gaussian", "fgsm", "pgd"]
-    assert table.accuracy.between(0, 1).all()
+    check_quick_robustness(model, tmp_path / "rob")
     embeddings.main([*model, "--out", str(tmp_path / "emb")])
     assert (tmp_path / "emb" / "tsne.png").stat().st_size > 1000
     clip = write_wav(tmp_path / "moo.wav", tone("moo", 1.0))
