@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated recordings and datasets (no audio is committed)."""
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def seeded_keras():
+    """Each test starts from the same Keras, NumPy and Python seeds: a weight initialisation cannot make a test flaky."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].utils.set_random_seed(0)
 
 
 def tone(kind: str, seconds: float = 1.0, sr: int = 16000, seed: int = 0) -> np.ndarray:

@@ -45,13 +45,15 @@ def test_with_output_makes_an_intermediate_tensor_the_output(tmp_path):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
     inputs = keras.Input((6,), batch_size=1)
-    hidden = keras.layers.Dense(5, activation="relu", name="hidden")(inputs)
+    # positive weights and inputs: the ReLU output cannot be all zero (random ones were, 1 run in 32)
+    positive = keras.initializers.RandomUniform(0.1, 1.0, seed=0)
+    hidden = keras.layers.Dense(5, activation="relu", kernel_initializer=positive, name="hidden")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, name="top")(hidden))
     flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     debug = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True)
     debug.allocate_tensors()
     name = next(t["name"] for t in debug.get_tensor_details() if "hidden" in t["name"] and "Relu" in t["name"])
-    x = np.random.default_rng(0).standard_normal((1, 6)).astype(np.float32)
+    x = np.abs(np.random.default_rng(0).standard_normal((1, 6))).astype(np.float32)
     debug.set_tensor(debug.get_input_details()[0]["index"], x)
     debug.invoke()
     expected = debug.get_tensor(next(t["index"] for t in debug.get_tensor_details() if t["name"] == name))

@@ -110,12 +110,12 @@ def test_lrp_by_hand_on_a_linear_convolutional_model():
 
 def test_lrp_conserves_the_logit_without_biases():
     layers = keras.layers
+    keras.utils.set_random_seed(1)
     inputs = keras.Input((12, 4))
     h = layers.Conv1D(5, 3, activation="relu", use_bias=False)(inputs)
     h = layers.MaxPooling1D(2)(h)
     h = layers.Add()([layers.Dense(5, use_bias=False)(h), h])
     model = keras.Model(inputs, layers.Dense(3, activation="softmax", bias_initializer="zeros")(layers.Flatten()(h)))
-    keras.utils.set_random_seed(1)
     x = np.abs(np.random.default_rng(1).normal(size=(12, 4))).astype(np.float32)
     logits = saliency.logits_model(model)(x[None]).numpy()[0]
     c = int(np.argmax(logits))
