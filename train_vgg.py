@@ -44,6 +44,10 @@ segment's targets are the classes whose clip still sounds in it.
 Validation (with --multi-label) adds one mixture per validation animal clip,
 and the Test report one per Test clip, both drawn from --seed.
 
+Early stopping counts its patience from epoch 5 on: validation loss first
+rises for 3-5 epochs, and without the warm-up a sigmoid head could stop
+before learning anything (README: measured runs).
+
 metrics.json gains mAP and mean_auc (macro average precision and ROC AUC
 over classes) on the Test clips and Test mixtures together, mixtures_mAP and
 mixtures_mean_auc on the mixtures alone, and for a multi-label model
@@ -72,6 +76,7 @@ SEGMENT_FRAMES = 2 * SEGMENT_HOP     # 128 frames: the 2x2 conv spans two steps
 LOSSES = {"ce": "softmax", "bce": "sigmoid", "focal": "sigmoid"}   # loss -> the head's activation
 FOCAL_GAMMA = 2.0
 DEFAULT_MIX_PAIRS = 1.0
+WARMUP_EPOCHS = 5   # early stopping's patience counts from here (module docstring)
 
 
 # ---------------------------------------------------------------- the network
@@ -239,7 +244,7 @@ def train(data, args, staging):
                               args.batch_size, args.seed)
     model = build_model(None, cfg.n_mels, n, args.width_scale, activation, args.dropout)
     history = common.fit_classifier(model, data, args, staging, batches, loss=make_loss(args.loss),
-                                    validation=validation_set(data, args))
+                                    validation=validation_set(data, args), warmup_epochs=WARMUP_EPOCHS)
     saved = build_model(cfg.n_frames, cfg.n_mels, n, args.width_scale, activation, args.dropout)   # as exported
     saved.set_weights(model.get_weights())
     return saved, history

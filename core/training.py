@@ -187,14 +187,16 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
 
 def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=None,
                    use_class_weights: bool = False, label_smoothing: float = 0.0,
-                   lr_schedule: str = "plateau", loss=None, validation=None) -> pd.DataFrame:
+                   lr_schedule: str = "plateau", loss=None, validation=None, warmup_epochs: int = 0) -> pd.DataFrame:
     """Compile and fit ``model`` with early stopping on validation loss; returns the history.
 
     The best epoch (lowest validation loss) is checkpointed into ``staging`` and
     restored at the end. ``train_batches`` replaces the plain (x, y) training
     data with on-the-fly augmented batches. ``loss`` replaces categorical
     cross-entropy (with ``label_smoothing``), and ``validation`` (x, targets)
-    the validation split with one-hot targets.
+    the validation split with one-hot targets. Early stopping counts its
+    patience from epoch ``warmup_epochs`` on, for a recipe whose validation
+    loss first rises while training settles.
     """
     import keras
     n = len(data.classes)
@@ -207,7 +209,8 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
                   loss=loss or keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                   metrics=["accuracy"])
     best = staging / "best.weights.h5"
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience),
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience,
+                                               start_from_epoch=warmup_epochs),
                  keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
                                                  save_weights_only=True)]
     if lr_schedule == "plateau":
