@@ -31,7 +31,6 @@ pure numpy/scipy and returns new arrays.
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
 from .reports import save_figure
@@ -138,6 +137,7 @@ def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.05, 20.0)) 
 
 def _minimise_over_temperature(nll, bounds: tuple[float, float]) -> float:
     """The ``T`` within ``bounds`` minimising ``nll(T)``, searched over ``log T`` (bounded Brent search)."""
+    from scipy.optimize import minimize_scalar   # here: importing scipy.optimize slows every command's start
     lo, hi = bounds
     if not 0 < lo < hi:
         raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")

@@ -26,7 +26,6 @@ import numpy as np
 from .audio import AudioError, is_audio_file, load_audio, warn
 from .dataset import Clips, DataSplits, group_split
 from .features import FeatureConfig, clip_features
-from .synthetic_noise import KINDS, synthetic_noise
 
 OUTLIER_DESIGNS = ("none", "uniform", "background")
 DEFAULT_OUTLIERS = "uniform"
@@ -80,6 +79,7 @@ def collect_negatives(data_dir, cfg: FeatureConfig, seed: int, synthetic_per_kin
             negatives.audio += clips
             negatives.groups += [str(path)] * len(clips)
             negatives.kinds += [folder.name] * len(clips)
+    from .synthetic_noise import KINDS, synthetic_noise   # here: scipy.signal would slow every command's start
     for kind in KINDS if synthetic_per_kind else ():
         for i in range(synthetic_per_kind):
             negatives.audio.append(synthetic_noise(kind, rng.uniform(*CLIP_SECONDS), cfg.sr, rng))

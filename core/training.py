@@ -16,9 +16,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .audio import load_noise_bank
 from .calibration import (
@@ -51,6 +51,9 @@ from .negatives import (
 from .openset import accuracy_after_rejection, auroc
 from .rejection import DEFAULT_KEEP, DEFAULT_SCORE, DEPLOYABLE_SCORES, SCORE_PREFERENCE, OpenSet
 from .reports import append_result, evaluate, result_row, swap_in_dir, write_charts, write_model_artifacts
+
+if TYPE_CHECKING:   # pandas is imported where it is used (core.reports says why)
+    import pandas as pd
 
 
 def make_parser(variant: str, description: str, epochs: int = 30, batch_size: int = 32,
@@ -222,6 +225,7 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
                         epochs=args.epochs, validation_data=validation or (data.val.x, one_hot(data.val.y, n)),
                         class_weight=class_weights(data.train.y, n) if use_class_weights else None,
                         callbacks=callbacks, shuffle=True, verbose=0 if args.quiet else 2)
+    import pandas as pd
     model.load_weights(best)
     best.unlink()
     frame = pd.DataFrame(history.history)
