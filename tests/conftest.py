@@ -14,7 +14,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def seeded_keras():
-    """Each test starts from the same Keras, NumPy and Python seeds: a weight initialisation cannot make a test flaky."""
+    """Each test starts from the same Keras, NumPy and Python seeds, so no weight initialisation makes it flaky."""
     if "keras" in sys.modules:
         sys.modules["keras"].utils.set_random_seed(0)
 

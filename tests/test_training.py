@@ -14,8 +14,9 @@ def diverging_splits() -> DataSplits:
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 32)
     x = (rng.standard_normal((64, 4)) + 3 * y[:, None]).astype(np.float32)
-    clips = lambda labels: Clips(x, labels, [Path(f"{i}.wav") for i in range(64)], [str(i) for i in range(64)])  # noqa: E731
-    return DataSplits(clips(y), clips(1 - y), clips(y), ["a", "b"], "hash", 0)
+    files, hashes = [Path(f"{i}.wav") for i in range(64)], [str(i) for i in range(64)]
+    train, swapped = Clips(x, y, files, hashes), Clips(x, 1 - y, files, hashes)
+    return DataSplits(train, swapped, train, ["a", "b"], "hash", 0)
 
 
 @pytest.mark.parametrize("warmup, epochs_run", [(0, 2), (3, 5)])
