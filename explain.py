@@ -115,16 +115,16 @@ def wav_bytes(path: Path, y: np.ndarray, sr: int) -> bytes:
     return listenable.write_wav_atomic(path, y, sr).read_bytes()
 
 
-def explainer_for(clf, args, y: np.ndarray):
-    """The :class:`core.saliency.Explainer` of ``clf``'s model over the log-Mel window of audio ``y``.
+def explainer_for(clf, args, db: np.ndarray):
+    """The :class:`core.saliency.Explainer` of ``clf``'s model over the window whose log-Mel map is ``db``.
 
-    A log-Mel model's serves every window (``y`` is not read); an MFCC model's is built per
+    A log-Mel model's serves every window (``db`` is not read); an MFCC model's is built per
     window, since its front end layer carries the window's level and length.
     """
     from core.saliency import Explainer, mfcc_front
     front = None
     if clf.front_end.kind == "mfcc":
-        front = mfcc_front(common.log_mel(y[:clf.cfg.window_samples], clf.cfg), clf.cfg, clf.front_end.params)
+        front = mfcc_front(db, clf.cfg, clf.front_end.params)
     return Explainer(clf.predictor.model, args.patch, args.lime_samples, args.shap_samples, args.seed,
                      args.gradcam_layer, front)
 
@@ -133,10 +133,11 @@ def explain_file(explainer, clf, path: Path, methods, args, out: Path) -> pd.Dat
     """Explain one recording into ``out`` (with ``explainer``, or one built for it); returns its metrics rows."""
     cfg = clf.cfg
     y = load_window(path, cfg, args.start)
-    x = common.clip_features(y, cfg)
+    db = common.log_mel(y[:cfg.window_samples], cfg)   # once, for the explained input, MFCC front and model features
+    x = common.normalize_frames(db, cfg.n_frames)        # common.clip_features(y, cfg), from db
     x_real = x[:common.n_real_frames(x)]
-    explainer = explainer or explainer_for(clf, args, y)
-    probs = clf.predict_features(clf.front_end.features(y)[None])[0]
+    explainer = explainer or explainer_for(clf, args, db)
+    probs = clf.predict_features(clf.front_end.of_log_mel(db)[None])[0]
     c = clf.classes.index(args.target) if args.target else int(probs.argmax())
     maps, metrics, curves, _ = explain_window(explainer, x, c, methods, args)
     metrics.insert(0, "file", str(path))
@@ -203,7 +204,7 @@ def main(argv=None):
     if args.target is not None and args.target not in clf.classes:
         sys.exit(f"error: --target {args.target}: not a class of {clf.model_dir} ({', '.join(clf.classes)})")
     # which methods apply depends on the model alone; an MFCC model's front needs some window
-    probe = explainer_for(clf, args, np.full(clf.cfg.window_samples, 1e-3, np.float32))
+    probe = explainer_for(clf, args, common.log_mel(np.full(clf.cfg.window_samples, 1e-3, np.float32), clf.cfg))
     methods = choose_methods(probe, args.methods)
     explainer = probe if clf.front_end.kind == "log_mel" else None
     source = args.file or args.dir

@@ -60,8 +60,12 @@ class LogMel:
     def features(self, audio: np.ndarray) -> np.ndarray:
         return clip_features(audio, self.cfg)
 
+    def of_log_mel(self, db: np.ndarray) -> np.ndarray:
+        """The features of the window whose ``features.log_mel`` map is ``db``."""
+        return normalize_frames(db, self.cfg.n_frames)
+
     def window_features(self, windows: list[np.ndarray], starts: list[int]) -> np.ndarray:
-        return stacked_log_mels(windows, starts, self.cfg, lambda db: normalize_frames(db, self.cfg.n_frames))
+        return stacked_log_mels(windows, starts, self.cfg, self.of_log_mel)
 
     def featurize(self, clips: Clips, cache_dir=None) -> Clips:
         return clips
@@ -143,8 +147,12 @@ class MFCC:
     def features(self, audio: np.ndarray) -> np.ndarray:
         return mfcc_features(np.asarray(audio, np.float32), self.cfg, self.params)
 
+    def of_log_mel(self, db: np.ndarray) -> np.ndarray:
+        """The features of the window whose ``features.log_mel`` map is ``db``."""
+        return mfcc_of_log_mel(db, self.cfg, self.params)
+
     def window_features(self, windows: list[np.ndarray], starts: list[int]) -> np.ndarray:
-        return stacked_log_mels(windows, starts, self.cfg, lambda db: mfcc_of_log_mel(db, self.cfg, self.params))
+        return stacked_log_mels(windows, starts, self.cfg, self.of_log_mel)
 
     def key(self) -> str:
         """The cache folder of these features: a hash of every parameter."""

@@ -128,6 +128,8 @@ def test_window_features_equal_features_of_each_window(front_end):
     windows, starts = cut(y, CFG.window_samples, CFG.window_samples // 2)
     expected = np.stack([front_end.features(w) for w in windows])
     np.testing.assert_allclose(front_end.window_features(windows, starts), expected, atol=1e-3)
+    # and of one window's log-Mel map: the very features (explain.py computes the map once)
+    np.testing.assert_array_equal(front_end.of_log_mel(log_mel(windows[0][:CFG.window_samples], CFG)), expected[0])
 
 
 # ---------------------------------------------------------------- cache
