@@ -56,16 +56,21 @@ if TYPE_CHECKING:   # pandas is imported where it is used (core.reports says why
     import pandas as pd
 
 
-def make_parser(variant: str, description: str, epochs: int = 30, batch_size: int = 32,
+def make_parser(variant: str, description: str, epochs: int | None = 30, batch_size: int = 32,
                 lr: float = 1e-3, patience: int = 8, outliers: str = DEFAULT_OUTLIERS) -> argparse.ArgumentParser:
-    """The flags every training script takes; a script adds its own before parsing."""
+    """The flags every training script takes; a script adds its own before parsing.
+
+    ``epochs=None``: the default depends on other flags, and the parsed
+    arguments lack ``epochs`` unless it was given; the script sets it.
+    """
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("Animals_Sounds"),
                    help="dataset root with Training/<class>/ and Test/<class>/")
     p.add_argument("--model-dir", type=Path, default=Path("model") / variant,
                    help="where the trained model and its reports go")
-    p.add_argument("--epochs", type=int, default=epochs, help="maximum training epochs")
+    p.add_argument("--epochs", type=int, default=argparse.SUPPRESS if epochs is None else epochs,
+                   help="maximum training epochs")
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--lr", type=float, default=lr, help="initial learning rate")
     p.add_argument("--patience", type=int, default=patience,

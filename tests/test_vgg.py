@@ -94,6 +94,12 @@ def test_bad_flag_combinations_are_one_line(capsys):
         assert problem in capsys.readouterr().err
 
 
+def test_multi_label_defaults_to_fewer_epochs_of_twice_the_segments():
+    assert train_vgg.parse_args([]).epochs == train_vgg.EPOCHS == 30
+    assert train_vgg.parse_args(["--multi-label", "--loss", "focal"]).epochs == train_vgg.MULTI_LABEL_EPOCHS == 16
+    assert train_vgg.parse_args(["--multi-label", "--loss", "focal", "--epochs", "30"]).epochs == 30
+
+
 def test_single_label_ce_fits_and_reports_map(data_dir, tmp_path):
     metrics = train_vgg.main(train_args("vgg", data_dir, tmp_path, "--loss", "ce", *TINY))
     assert metrics["epochs_run"] == 1 and 0 <= metrics["mAP"] <= 1 and 0 <= metrics["mean_auc"] <= 1
