@@ -8,7 +8,9 @@ so it is first mapped to linear STFT bins with the same mel filterbank the featu
 
 The STFT framing is the features' (``features.log_mel``): centred frames with zero padding,
 periodic Hann window, ``n_fft``/``hop_length``, so mask frame t is STFT frame t.
-Numpy + librosa (STFT) + soundfile (writing); no TensorFlow.
+Numpy (the STFT and its inverse, equal to ``librosa.stft`` / ``librosa.istft``: importing
+librosa's spectrum module takes ~2 s here, more than resynthesising every mask of an
+explanation) + soundfile (writing); no TensorFlow.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .features import hann_window, mel_filterbank
 from .reports import atomic_write
 
 
@@ -63,25 +66,47 @@ def _fit_frames(mask: np.ndarray, n_frames: int, beyond: str) -> np.ndarray:
     return np.concatenate([mask, fill])
 
 
+def stft(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """(frames, 1 + n_fft // 2) complex STFT of ``y`` as ``librosa.stft(y, n_fft=n_fft, hop_length=hop_length,
+    pad_mode="constant").T``: frame t centred on sample t * hop_length, zero padding, periodic Hann window."""
+    padded = np.pad(np.asarray(y, np.float64), n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+    return np.fft.rfft(frames * hann_window(n_fft), axis=1)
+
+
+def istft(spectrum: np.ndarray, n_fft: int, hop_length: int, length: int) -> np.ndarray:
+    """``length`` samples from an STFT (frames, bins) as :func:`stft` frames it, as ``librosa.istft``:
+    windowed inverse frames overlap-added and divided by the summed squared window where that is not ~0."""
+    window = hann_window(n_fft).astype(np.float64)
+    pieces = np.fft.irfft(spectrum, n=n_fft, axis=1) * window
+    total = n_fft + hop_length * (len(pieces) - 1)
+    out, weight = np.zeros(total), np.zeros(total)
+    for t, piece in enumerate(pieces):
+        out[t * hop_length:t * hop_length + n_fft] += piece
+        weight[t * hop_length:t * hop_length + n_fft] += window ** 2
+    nonzero = weight > np.finfo(np.float64).tiny
+    out[nonzero] /= weight[nonzero]
+    out = out[n_fft // 2:n_fft // 2 + length]
+    return np.pad(out, (0, length - len(out)))
+
+
 def reconstruct(y: np.ndarray, mask_mel: np.ndarray, sr: int = 16000, n_fft: int = 1024,
                 hop_length: int = 512, filterbank: np.ndarray | None = None,
                 beyond: str = "zero") -> np.ndarray:
     """Audio of ``y`` with its magnitude spectrogram masked by ``mask_mel`` (frames, n_mels).
 
-    STFT as ``librosa.stft(y, n_fft, hop_length)`` defaults (centred, zero ("constant")
-    padding, periodic Hann), magnitude times ``mel_mask_to_stft(mask_mel, filterbank)`` with
-    the mask clipped to [0, 1], ORIGINAL phase kept (so multiplying the complex STFT by the
-    real mask), ``librosa.istft`` back to ``len(y)`` samples (float32).
+    :func:`stft` (centred, zero padding, periodic Hann), magnitude times
+    ``mel_mask_to_stft(mask_mel, filterbank)`` with the mask clipped to [0, 1], ORIGINAL phase
+    kept (so multiplying the complex STFT by the real mask), :func:`istft` back to ``len(y)``
+    samples (float32).
 
     Frames: the mask's frame t is STFT frame t. Mask frames past the STFT's (the model
     window's zero-padding region) are dropped. STFT frames past the mask's end (audio longer
     than the model window, which the model never saw) get ``beyond="zero"`` (default: silenced,
     they are not part of the explanation) or ``"last"`` (the mask's last frame repeated).
-    ``filterbank=None`` builds ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=mask's mels)``,
-    the same Slaney filterbank as ``features.mel_filterbank``; otherwise ``sr`` is unused.
+    ``filterbank=None`` builds ``features.mel_filterbank(sr, n_fft, mask's mels)``, the
+    features' Slaney filterbank (``librosa.filters.mel``'s); otherwise ``sr`` is unused.
     """
-    import librosa
-
     y = np.asarray(y, np.float32)
     if y.ndim != 1:
         raise ValueError(f"y must be mono (samples,), got shape {y.shape}")
@@ -89,18 +114,15 @@ def reconstruct(y: np.ndarray, mask_mel: np.ndarray, sr: int = 16000, n_fft: int
     if m.ndim != 2:
         raise ValueError(f"mask_mel must be (frames, n_mels), got shape {m.shape}")
     if filterbank is None:
-        filterbank = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=m.shape[1])
+        filterbank = mel_filterbank(sr, n_fft, m.shape[1])
     if np.asarray(filterbank).shape[1] != 1 + n_fft // 2:
         raise ValueError(f"filterbank has {np.asarray(filterbank).shape[1]} bins, n_fft {n_fft} needs {1 + n_fft // 2}")
     if len(y) == 0:
         return y.copy()
-    stft = librosa.stft(y, n_fft=n_fft, hop_length=hop_length, window="hann", center=True,
-                        pad_mode="constant")                      # (n_bins, n_stft_frames)
+    spectrum = stft(y, n_fft, hop_length)                         # (n_stft_frames, n_bins)
     lin = np.clip(mel_mask_to_stft(m, filterbank), 0.0, 1.0)     # (frames, n_bins)
-    lin = _fit_frames(lin, stft.shape[1], beyond)
-    out = librosa.istft(stft * lin.T, hop_length=hop_length, n_fft=n_fft, window="hann",
-                        center=True, length=len(y))
-    return out.astype(np.float32)
+    lin = _fit_frames(lin, len(spectrum), beyond)
+    return istft(spectrum * lin, n_fft, hop_length, len(y)).astype(np.float32)
 
 
 def write_wav_atomic(path, y: np.ndarray, sr: int) -> Path:

@@ -96,6 +96,20 @@ def test_frames_beyond_the_mask():
         listenable.reconstruct(y, short, SR, N_FFT, HOP, FB, beyond="edge")
 
 
+def test_stft_and_istft_are_librosas():
+    y = two_tone(0.61) * np.random.default_rng(0).uniform(0.5, 1.0, int(0.61 * SR)).astype(np.float32)
+    ours = listenable.stft(y, N_FFT, HOP)
+    theirs = librosa.stft(y, n_fft=N_FFT, hop_length=HOP, pad_mode="constant").T
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=2e-4 * np.abs(theirs).max())
+    masked = theirs * np.random.default_rng(1).random(theirs.shape)
+    np.testing.assert_allclose(listenable.istft(masked, N_FFT, HOP, len(y)),
+                               librosa.istft(masked.T, n_fft=N_FFT, hop_length=HOP, length=len(y)), atol=1e-5)
+    # a length past the frames' end is zero-padded, as librosa's
+    np.testing.assert_allclose(listenable.istft(masked, N_FFT, HOP, len(y) + 2000),
+                               librosa.istft(masked.T, n_fft=N_FFT, hop_length=HOP, length=len(y) + 2000), atol=1e-5)
+
+
 def test_write_wav_atomic(tmp_path):
     y = two_tone(0.25) * 3.0                                      # clips to [-1, 1]
     path = listenable.write_wav_atomic(tmp_path / "sub" / "expl.wav", y, SR)
