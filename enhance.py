@@ -17,6 +17,8 @@ import argparse
 
 import common
 
+WIDTHS = (64, 128, 192, 256)   # one residual block each, each halving the time axis
+
 
 def conv_block(x, mask, filters: int, dropout: float):
     """Two Conv1D-BN-ReLU layers with a projected residual, then halve the time axis (padding stays zero)."""
@@ -33,7 +35,7 @@ def conv_block(x, mask, filters: int, dropout: float):
     return layers.SpatialDropout1D(dropout)(x), mask
 
 
-def build_model(n_frames, n_mels, n_classes, widths=(64, 128, 192, 256), dropout=0.3):
+def build_model(n_frames, n_mels, n_classes, widths=WIDTHS, dropout=0.3):
     """Residual 1D-CNN over log-Mel frames, pooled (mean and max) over the real frames only.
 
     ``n_frames=None`` accepts any length: training runs on short excerpts,
@@ -52,9 +54,9 @@ def build_model(n_frames, n_mels, n_classes, widths=(64, 128, 192, 256), dropout
     return keras.Model(inputs, outputs, name="enhance")
 
 
-def train(data, args, staging):
+def training_batches(data, args):
+    """The freshly augmented, class-balanced training batches of ``data``, redrawn every epoch."""
     cfg = common.FeatureConfig()
-    n = len(data.classes)
     augmenter = common.WaveAugment(common.noise_bank(args, cfg) if args.p_noise > 0 else [], cfg,
                                    p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
                                    tilt=args.tilt, max_shift=args.max_shift, crop_frames=args.crop_frames or None)
@@ -69,11 +71,20 @@ def train(data, args, staging):
             x, y = common.mixup(x, y, rng, args.mixup)
         return x, y
 
-    batches = common.make_batches(features, data.train.y, n, args.batch_size, args.seed, batch_transform,
-                                 balance=args.balance)
+    return common.make_batches(features, data.train.y, len(data.classes), args.batch_size, args.seed, batch_transform,
+                               balance=args.balance)
+
+
+def train(data, args, staging):
+    cfg = common.FeatureConfig()
+    n = len(data.classes)
+    batches = training_batches(data, args)
     model = build_model(None, cfg.n_mels, n, dropout=args.dropout)
+    # the head pools real frames only, so validation runs on them alone (README: where an epoch goes)
+    validation = common.length_bucketed(data.val.x, common.one_hot(data.val.y, n), args.batch_size, 2 ** len(WIDTHS))
     history = common.fit_classifier(model, data, args, staging, batches, use_class_weights=args.class_weights,
-                                    label_smoothing=args.label_smoothing, lr_schedule=args.lr_schedule)
+                                    label_smoothing=args.label_smoothing, lr_schedule=args.lr_schedule,
+                                    validation=validation)
     saved = build_model(cfg.n_frames, cfg.n_mels, n, dropout=args.dropout)   # fixed input, as exported
     saved.set_weights(model.get_weights())
     return saved, history

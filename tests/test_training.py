@@ -1,4 +1,4 @@
-"""core.training.fit_classifier: early stopping and its warm-up."""
+"""core.training.fit_classifier: early stopping and its warm-up; validation on real frames only."""
 import argparse
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.dataset import Clips, DataSplits
-from core.training import fit_classifier
+from core.training import fit_classifier, length_bucketed
 
 
 def diverging_splits() -> DataSplits:
@@ -29,3 +29,26 @@ def test_patience_counts_from_the_end_of_the_warm_up(tmp_path, warmup, epochs_ru
     history = fit_classifier(model, diverging_splits(), args, tmp_path, warmup_epochs=warmup)
     assert np.all(np.diff(history["val_loss"]) > 0)
     assert len(history) == epochs_run
+
+
+def test_length_bucketed_validation_gives_the_padded_windows_outputs_and_loss():
+    import keras
+
+    import enhance
+    rng = np.random.default_rng(0)
+    lengths = [5, 17, 30, 33, 50, 64, 70, 90, 100, 12]
+    x = np.zeros((len(lengths), 100, 16), np.float32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.standard_normal((n, 16))
+    targets = np.eye(3, dtype=np.float32)[rng.integers(0, 3, len(lengths))]
+    model = enhance.build_model(None, 16, 3)
+    model.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05))
+    batches = list(length_bucketed(x, targets, 4, 16).as_numpy_iterator())
+    # sorted lengths 5 12 17 30 | 33 50 64 70 | 90 100: cut at 32, 80, and the window's 100
+    assert [b[0].shape[1] for b in batches] == [32, 80, 100]
+    order = np.argsort(lengths, kind="stable")
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), targets[order])
+    bucketed = np.concatenate([np.asarray(model(b[0])) for b in batches])
+    np.testing.assert_allclose(bucketed, np.asarray(model(x))[order], atol=1e-5)
+    assert model.evaluate(length_bucketed(x, targets, 4, 16), verbose=0) == pytest.approx(
+        model.evaluate(x, targets, batch_size=4, verbose=0), abs=1e-5)
