@@ -7,8 +7,7 @@ batches (``enhance.training_batches``) and its network, and times one epoch of e
 settings below, the settings taking turns for --rounds rounds after a warm-up epoch each
 (the fastest and the median epoch are reported: on a shared machine an epoch sometimes takes
 twice as long, and turns spread that over all rows):
-- the augmentation alone: every batch of one epoch drawn (librosa, which the SNR
-  measurement imports on first use, is imported before timing),
+- the augmentation alone: every batch of one epoch drawn,
 - ``model.fit`` on one epoch of those batches held in memory: without validation, with
   validation on the padded 500-frame windows, and on the clips' real frames alone
   (``common.length_bucketed``, the same outputs and loss),
@@ -54,7 +53,6 @@ def main():
     data = prepare_data(args, with_audio=True)
     n = len(data.classes)
     batches = enhance.training_batches(data, args)
-    common.active_power(np.ones(1024, np.float32))   # librosa's import, outside the timing
 
     epoch = [batches[i] for i in range(len(batches))]
     x, y = np.concatenate([b[0] for b in epoch]), np.concatenate([b[1] for b in epoch])

@@ -131,3 +131,16 @@ def test_resampled_8bit_stereo_loads_as_mono_16k(tmp_path):
     out = load_audio(path, SR)
     assert out.ndim == 1 and abs(len(out) - SR) <= 2
     assert np.max(np.abs(out)) == pytest.approx(0.5, abs=0.05)
+
+
+def test_active_power_keeps_what_librosa_split_keeps():
+    librosa = pytest.importorskip("librosa")
+    rng = np.random.default_rng(3)
+    for n, dtype in ((16000, np.float32), (12345, np.float32), (700, np.float32), (9000, np.float64)):
+        y = (rng.standard_normal(n) * 0.01).astype(dtype)
+        y[n // 3:n // 2] += np.sin(np.arange(n // 2 - n // 3) / 5.0).astype(dtype)   # calls in quiet noise
+        y[-n // 5:] += 0.2 * np.sin(np.arange(len(y[-n // 5:])) / 3.0).astype(dtype)
+        intervals = librosa.effects.split(y, top_db=30, frame_length=1024, hop_length=256)
+        active = np.concatenate([y[a:b] for a, b in intervals])
+        assert active_power(y) == float(np.mean(active ** 2))
+        assert n < 1000 or len(intervals) == 2
