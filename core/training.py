@@ -227,9 +227,9 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
     data with on-the-fly augmented batches. ``loss`` replaces categorical
     cross-entropy (with ``label_smoothing``), and ``validation`` (x, targets,
     or any ``validation_data``: :func:`length_bucketed`) the validation split
-    with one-hot targets. Early stopping counts its
-    patience from epoch ``warmup_epochs`` on, for a recipe whose validation
-    loss first rises while training settles.
+    with one-hot targets. Early stopping counts its patience from epoch
+    ``warmup_epochs`` on, for a recipe whose validation loss first rises
+    while training settles.
     """
     import keras
     n = len(data.classes)
