@@ -12,7 +12,7 @@ twice as long, and turns spread that over all rows):
   validation on the padded 500-frame windows, and on the clips' real frames alone
   (``common.length_bucketed``, the same outputs and loss),
 - ``model.fit`` on the augmenting batches with real-frame validation, as enhance.py trains,
-and what 80 epochs (enhance.py's default) take at each rate. Run it on otherwise idle cores.
+and what enhance.py's default epochs (80) take at each rate. Run it on otherwise idle cores.
 Writes bench/results/enhance_epoch.json and prints a markdown table.
 """
 import os
@@ -33,7 +33,6 @@ from core.training import prepare_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "enhance_epoch.json"
-RECIPE_EPOCHS = 80
 
 
 def seconds(run) -> float:
@@ -54,7 +53,10 @@ def main():
     n = len(data.classes)
     batches = enhance.training_batches(data, args)
 
-    epoch = [batches[i] for i in range(len(batches))]
+    def draw_epoch():
+        return [batches[i] for i in range(len(batches))]
+
+    epoch = draw_epoch()
     x, y = np.concatenate([b[0] for b in epoch]), np.concatenate([b[1] for b in epoch])
     padded = (data.val.x, common.one_hot(data.val.y, n))
     real_frames = common.length_bucketed(*padded, args.batch_size, 2 ** len(enhance.WIDTHS))
@@ -65,7 +67,7 @@ def main():
         return lambda: model.fit(epochs=1, verbose=0, **data_kwargs)
 
     in_memory = dict(x=x, y=y, batch_size=args.batch_size)
-    settings = {"augmentation alone": lambda: [batches[i] for i in range(len(batches))],
+    settings = {"augmentation alone": draw_epoch,
                 "steps, batches in memory": fitter(**in_memory),
                 "steps + validation on padded windows, batches in memory": fitter(**in_memory, validation_data=padded),
                 "steps + validation on real frames, batches in memory": fitter(**in_memory,
@@ -79,11 +81,11 @@ def main():
         for name, run in settings.items():
             times[name].append(seconds(run))
     rows = {name: (min(t), float(np.median(t))) for name, t in times.items()}
-    print(f"\n{len(batches)} batches of {args.batch_size}, {len(data.val.y)} validation clips; {RECIPE_EPOCHS} epochs "
+    print(f"\n{len(batches)} batches of {args.batch_size}, {len(data.val.y)} validation clips; {args.epochs} epochs "
           f"is enhance.py's default\n")
-    print(f"| part | s / epoch, fastest | median | s / {RECIPE_EPOCHS} epochs, fastest |\n|---|---:|---:|---:|")
+    print(f"| part | s / epoch, fastest | median | s / {args.epochs} epochs, fastest |\n|---|---:|---:|---:|")
     for name, (fastest, median) in rows.items():
-        print(f"| {name} | {fastest:.2f} | {median:.2f} | {fastest * RECIPE_EPOCHS:.0f} |")
+        print(f"| {name} | {fastest:.2f} | {median:.2f} | {fastest * args.epochs:.0f} |")
     common.atomic_write(RESULTS, json.dumps({"seconds_per_epoch_fastest_median": rows, "batches": len(batches),
                                              "validation_clips": len(data.val.y), "all_times": times},
                                             indent=2))

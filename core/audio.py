@@ -15,6 +15,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .features import frame_centred
+
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".m4a", ".aac", ".opus"}
 STRAY_NAMES = {".ds_store", "desktop.ini", "thumbs.db"}
 MIN_SECONDS = 0.1       # below this a clip holds less than two STFT frames of sound
@@ -181,7 +183,7 @@ def active_power(y: np.ndarray, top_db: float = 30.0, frame_length: int = 1024, 
     every robustness run paid it.
     """
     y = np.asarray(y)
-    frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, frame_length // 2), frame_length)[::hop_length].T
+    frames = frame_centred(y, frame_length, hop_length).T   # (frame_length, n_frames), librosa.util.frame's layout
     rms = np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=0))   # librosa.feature.rms, (n_frames,)
     db = 10 * np.log10(np.maximum(1e-10, np.square(rms))) - 10 * np.log10(np.maximum(1e-10, rms.max() ** 2))
     active = y[np.repeat(db > -top_db, hop_length)[:len(y)]]   # a frame's hop of samples, as split's intervals

@@ -91,16 +91,24 @@ def hann_window(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
-def centred_frames(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """(frames, n_fft) view of ``y``'s centred STFT frames: frame j is centred on sample j * hop_length.
+def frame_centred(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """(frames, frame_length) view of ``y``'s centred frames: frame j is centred on sample j * hop_length.
 
-    ``y`` is zero-padded by half an FFT on each side, and first to one whole
-    FFT frame if it is shorter, so a short click still yields a spectrum.
+    ``y`` is zero-padded by half a frame on each side, as librosa frames with
+    ``center=True, pad_mode="constant"``.
+    """
+    return np.lib.stride_tricks.sliding_window_view(np.pad(y, frame_length // 2), frame_length)[::hop_length]
+
+
+def centred_frames(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """(frames, n_fft) float32 view of ``y``'s centred STFT frames (:func:`frame_centred`).
+
+    ``y`` is first zero-padded to one whole FFT frame if it is shorter, so a
+    short click still yields a spectrum.
     """
     if len(y) < cfg.n_fft:
         y = np.pad(y, (0, cfg.n_fft - len(y)))
-    y = np.pad(np.asarray(y, np.float32), cfg.n_fft // 2)
-    return np.lib.stride_tricks.sliding_window_view(y, cfg.n_fft)[::cfg.hop_length]
+    return frame_centred(np.asarray(y, np.float32), cfg.n_fft, cfg.hop_length)
 
 
 def mel_power(frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import hann_window, mel_filterbank
+from .features import frame_centred, hann_window, mel_filterbank
 from .reports import atomic_write
 
 
@@ -69,9 +69,7 @@ def _fit_frames(mask: np.ndarray, n_frames: int, beyond: str) -> np.ndarray:
 def stft(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """(frames, 1 + n_fft // 2) complex STFT of ``y`` as ``librosa.stft(y, n_fft=n_fft, hop_length=hop_length,
     pad_mode="constant").T``: frame t centred on sample t * hop_length, zero padding, periodic Hann window."""
-    padded = np.pad(np.asarray(y, np.float64), n_fft // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
-    return np.fft.rfft(frames * hann_window(n_fft), axis=1)
+    return np.fft.rfft(frame_centred(np.asarray(y, np.float64), n_fft, hop_length) * hann_window(n_fft), axis=1)
 
 
 def istft(spectrum: np.ndarray, n_fft: int, hop_length: int, length: int) -> np.ndarray:
