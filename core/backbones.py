@@ -37,6 +37,7 @@ class Backbone:
     window_seconds: float
     hop_seconds: float
     dim: int
+    blocks: tuple[int, ...]   # the vector's parts, which a head normalises separately (their sum is dim)
     licence_name: str   # short form, recorded in config.json
 
     @classmethod
@@ -84,22 +85,28 @@ def package_folder(package: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def with_output(model: bytes, tensor_name: str) -> bytes:
-    """A TFLite flatbuffer whose (single) output is the tensor ``tensor_name`` instead.
+def with_outputs(model: bytes, tensor_names: list[str]) -> bytes:
+    """A TFLite flatbuffer whose outputs are the tensors ``tensor_names`` instead, in that order.
 
-    The output list is a vector of tensor indices inside the flatbuffer; it is
-    patched in place, so nothing is re-serialised. The interpreter then keeps
-    that tensor's memory to the end of a run, where it would otherwise reuse it.
-    (Reading it with ``experimental_preserve_all_tensors`` keeps every tensor
-    instead, and is slower: see ``python -m bench.transfer``.)
+    A subgraph's outputs are a vector of tensor indices, which the subgraph
+    table reaches by a forward offset. A new vector is appended after the
+    model and that offset pointed at it, so nothing is re-serialised. The
+    interpreter then keeps those tensors' memory to the end of a run, where it
+    would otherwise reuse it. (Reading them with ``experimental_preserve_all_tensors``
+    keeps every tensor instead, and is slower: see ``python -m bench.transfer``.)
     """
     from ai_edge_litert import schema_py_generated as schema
     buffer = bytearray(model)
     graph = schema.Model.GetRootAs(buffer, 0).Subgraphs(0)
     names = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
-    if tensor_name not in names or graph.OutputsLength() != 1:
-        raise ValueError(f"the model has no tensor {tensor_name!r} or more than one output")
-    graph.OutputsAsNumpy()[0] = names.index(tensor_name)   # a view into ``buffer``
+    missing = [name for name in tensor_names if name not in names]
+    if missing or not tensor_names:
+        raise ValueError(f"the model has no tensor {missing[0]!r}" if missing else "no output tensor named")
+    field = graph._tab.Pos + graph._tab.Offset(8)   # the subgraph's field 2, outputs: a uoffset to the vector
+    buffer += bytes(-len(buffer) % 4)               # a vector's length prefix is 4-aligned
+    vector = len(buffer)
+    buffer += np.array([len(tensor_names)] + [names.index(n) for n in tensor_names], "<u4").tobytes()
+    buffer[field:field + 4] = np.array([vector - field], "<u4").tobytes()
     return bytes(buffer)
 
 
@@ -116,9 +123,11 @@ class BirdNET(Backbone):
     window_seconds = 3.0
     hop_seconds = 3.0    # BirdNET-Analyzer's default: windows without overlap
     dim = 1024
+    blocks = (1024,)
     licence_name = "CC BY-NC-SA 4.0"
     MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
     EMBEDDING = "model/GLOBAL_AVG_POOL/Mean"
+    OUTPUTS = (EMBEDDING,)
 
     def __init__(self, threads: int = 1):
         try:
@@ -128,26 +137,40 @@ class BirdNET(Backbone):
                                       f"(its weights are {self.licence_name}: non-commercial use only)") from None
         from ai_edge_litert.interpreter import Interpreter
         path = self.folder / self.MODEL_FILE
-        self.interpreter = Interpreter(model_content=with_output(path.read_bytes(), self.EMBEDDING),
+        self.interpreter = Interpreter(model_content=with_outputs(path.read_bytes(), list(self.OUTPUTS)),
                                        num_threads=threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
-        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.outputs = [d["index"] for d in self.interpreter.get_output_details()]
 
     def embed(self, waveforms: np.ndarray) -> np.ndarray:
         rows = []
         for waveform in np.asarray(waveforms, np.float32):
             self.interpreter.set_tensor(self.input, waveform[None])
             self.interpreter.invoke()
-            rows.append(self.interpreter.get_tensor(self.output)[0].copy())
+            rows.append(np.concatenate([self.interpreter.get_tensor(i)[0] for i in self.outputs]))
         return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
 
     def licence(self) -> str:
         return (self.folder / "LICENSE").read_text()
 
 
-BACKBONES: dict[str, type[Backbone]] = {BirdNET.name: BirdNET}
-DEFAULT_BACKBONE = BirdNET.name
+class BirdNETStages(BirdNET):
+    """BirdNET V2.4's embedding and, after it, the pooled output of its third stage (1024 + 864 values).
+
+    The third stage's last block sees the sound before the network narrowed it
+    to birds; a head on both separated this dataset's animals better than on
+    the embedding alone (``python -m bench.transfer_heads``). The head
+    normalises each of the :attr:`blocks` on its own.
+    """
+    name = "birdnet-v2.4-stages"
+    dim = 1024 + 864
+    blocks = (1024, 864)
+    OUTPUTS = (BirdNET.EMBEDDING, "model/BLOCK_3-5_SE_AVG_POOL_1/Mean")
+
+
+BACKBONES: dict[str, type[Backbone]] = {BirdNET.name: BirdNET, BirdNETStages.name: BirdNETStages}
+DEFAULT_BACKBONE = BirdNETStages.name
 
 
 def backbone_class(name: str) -> type[Backbone]:

@@ -139,7 +139,7 @@ def move_contents(src: Path, dest: Path) -> None:
     src.rmdir()
 
 
-def train_fold(variant: str, args, train_fn, data: DataSplits, front_end, extra_report, staging: Path,
+def train_fold(variant: str, args, train_fn, data: DataSplits, front_end, extra_report, refit, staging: Path,
                fold: int) -> tuple[dict, pd.DataFrame, Path]:
     """Train and report one fold into a hidden whole model directory in ``staging``; copy its reports to folds/.
 
@@ -147,7 +147,7 @@ def train_fold(variant: str, args, train_fn, data: DataSplits, front_end, extra_
     """
     candidate = staging / f".fold{fold + 1}-model"
     candidate.mkdir()
-    metrics, _ = train_and_report(variant, args, train_fn, data, front_end, candidate, extra_report)
+    metrics, _ = train_and_report(variant, args, train_fn, data, front_end, candidate, extra_report, refit)
     kept = staging / "folds" / f"fold{fold + 1}"
     kept.mkdir()
     for name in FOLD_FILES:
@@ -155,7 +155,8 @@ def train_fold(variant: str, args, train_fn, data: DataSplits, front_end, extra_
     return metrics, pd.read_csv(candidate / "classification_report.csv", index_col=0), candidate
 
 
-def run_folds(variant: str, args, train_fn, with_audio: bool = False, front_end=None, extra_report=None) -> dict:
+def run_folds(variant: str, args, train_fn, with_audio: bool = False, front_end=None, extra_report=None,
+              refit=None) -> dict:
     """Cross-validate a recipe over ``args.folds`` folds and publish the model directory (see the module doc).
 
     Arguments as :func:`core.training.run_experiment`. Returns the contents of
@@ -188,7 +189,7 @@ def run_folds(variant: str, args, train_fn, with_audio: bool = False, front_end=
             keras.utils.set_random_seed(args.seed)
             data = finish_splits(fold_splits(labelled, groups, folds, fold, classes, skipped, args.seed,
                                              args.val_size), args, front_end, negatives)
-            metrics, report, model_dir = train_fold(variant, args, train_fn, data, front_end, extra_report,
+            metrics, report, model_dir = train_fold(variant, args, train_fn, data, front_end, extra_report, refit,
                                                     staging, fold)
             fold_metrics.append(metrics)
             reports.append(report)

@@ -20,6 +20,7 @@ so a model using them exports to ONNX and TFLite.
 - :class:`PositionEmbedding`, :class:`MaskedMeanPooling`, :class:`PrototypeHead`    (transformer)
 - :class:`MaskedAttentionPooling`                                                (lstm_attention)
 - :class:`SegmentPooling`                                                        (vgg)
+- :class:`BlockUnitNormalization`                                                (transfer)
 """
 from __future__ import annotations
 
@@ -158,6 +159,28 @@ class MaskedMeanPooling(keras.layers.Layer):
         return (tokens_shape[0], tokens_shape[-1])
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BlockUnitNormalization(keras.layers.Layer):
+    """Each of the consecutive parts ``blocks`` (sizes) of the last axis scaled to unit L2 norm.
+
+    A backbone vector made of two layers' outputs (:class:`core.backbones.BirdNETStages`)
+    has parts of different scales; normalising each lets neither dominate. A
+    part that is all zero stays zero.
+    """
+
+    def __init__(self, blocks, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [int(b) for b in blocks]
+
+    def call(self, x):
+        parts = ops.split(x, np.cumsum(self.blocks)[:-1].tolist(), axis=-1) if len(self.blocks) > 1 else [x]
+        return ops.concatenate([part / ops.maximum(ops.norm(part, axis=-1, keepdims=True), 1e-12)
+                                for part in parts], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "blocks": self.blocks}
+
+
 def squared_distances(a, b):
     """Pairwise squared Euclidean distances (n, m) between rows of ``a`` (n, d) and ``b`` (m, d)."""
     a2 = ops.sum(ops.square(a), axis=-1, keepdims=True)               # (n, 1)
@@ -268,4 +291,4 @@ class SegmentPooling(keras.layers.Layer):
 
 # The registered names saved models refer to; tests/test_layers.py fails if one changes.
 REGISTERED_LAYERS = (FrameMask, MaskedMaxPooling1D, MaskedMeanMaxPooling, PositionEmbedding, MaskedMeanPooling,
-                     PrototypeHead, MaskedAttentionPooling, SegmentPooling)
+                     PrototypeHead, MaskedAttentionPooling, SegmentPooling, BlockUnitNormalization)

@@ -105,11 +105,12 @@ def plot_history(history: pd.DataFrame, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, key in zip(axes, ("loss", "accuracy")):
         for col in (key, f"val_{key}"):
-            if col in history:
-                ax.plot(history.index + 1, history[col], label=col)
+            if col in history:   # a fit without epochs (transfer's logistic head) is one point
+                ax.plot(history.index + 1, history[col], label=col, marker="o" if len(history) == 1 else None)
         ax.set_xlabel("epoch")
         ax.set_title(key)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.suptitle(title)
     save_figure(fig, path)
 

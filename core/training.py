@@ -264,8 +264,13 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
     return frame.drop(columns=[c for c in frame if c == "learning_rate"])
 
 
-def fit_open_set(model, data: DataSplits, args) -> tuple[OpenSet, dict]:
+def fit_open_set(model, data: DataSplits, args, refit=None) -> tuple[OpenSet, dict]:
     """Calibrate ``model`` and fit its rejection rule on Training and validation; measure both on Test.
+
+    ``refit(model, data, args)``, if given, runs once the validation clips
+    have served (calibration, thresholds, the score's choice) and before
+    Test is read; it may refit ``model``'s last layer only, so that the
+    embedding, and what was fitted on it, stay valid.
 
     Returns the fitted :class:`OpenSet` and a dict with the Test clips'
     calibrated and uncalibrated probabilities, the validation metrics, and the
@@ -278,9 +283,8 @@ def fit_open_set(model, data: DataSplits, args) -> tuple[OpenSet, dict]:
     from .model_views import head_activation, logits_and_embedding
     activation = head_activation(model)
     view = logits_and_embedding(model)
-    (_, train_emb), (val_logits, val_emb), (test_logits, test_emb) = (
-        [np.asarray(a) for a in view.predict(part.x, batch_size=64, verbose=0)]
-        for part in (data.train, data.val, data.test))
+    (_, train_emb), (val_logits, val_emb) = ([np.asarray(a) for a in view.predict(part.x, batch_size=64, verbose=0)]
+                                             for part in (data.train, data.val))
     # statistics of the animals only: negatives (and a background output) are what "unknown" is measured against
     animals = len([c for c in data.classes if c != BACKGROUND])
     train_known, val_known = data.train.y < animals, data.val.y < animals
@@ -295,6 +299,9 @@ def fit_open_set(model, data: DataSplits, args) -> tuple[OpenSet, dict]:
             open_set.score = max(SCORE_PREFERENCE, key=val_ood_auroc.get)
     if args.reject_threshold is not None:
         open_set.thresholds[open_set.score] = args.reject_threshold
+    if refit is not None:
+        refit(model, data, args)
+    test_logits, test_emb = (np.asarray(a) for a in view.predict(data.test.x, batch_size=64, verbose=0))
     uncalibrated, probs = activate(test_logits, activation), open_set.probabilities(test_logits)
     test_scores = open_set.ood_score(test_logits, test_emb)
     accuracy, rejected = accuracy_after_rejection(probs.argmax(1), data.test.y, test_scores,
@@ -331,17 +338,17 @@ def staged_dir(model_dir: Path):
 
 
 def train_and_report(variant: str, args, train_fn, data: DataSplits, front_end, out: Path,
-                     extra_report=None) -> tuple[dict, pd.DataFrame]:
+                     extra_report=None, refit=None) -> tuple[dict, pd.DataFrame]:
     """Fit ``train_fn`` on ``data``, calibrate, evaluate on ``data.test`` once, and write a model directory into ``out``.
 
     Returns (the metrics written to ``metrics.json``, the training history).
-    See :func:`run_experiment` for ``train_fn`` and ``extra_report``.
+    See :func:`run_experiment` for ``train_fn``, ``extra_report`` and ``refit``.
     """
     import keras
     start = time.time()
     model, history = train_fn(data, args, out)
     train_seconds = time.time() - start
-    open_set, calibration = fit_open_set(model, data, args)
+    open_set, calibration = fit_open_set(model, data, args, refit)
     metrics, report, cm = evaluate(calibration["probs"], data.test.y, data.classes)
     metrics.update(calibration["metrics"], train_seconds=round(train_seconds, 1),
                    val_accuracy=calibration["val_metrics"]["accuracy"],
@@ -372,7 +379,7 @@ def publish_result(variant: str, args, metrics: dict, epochs_run: int) -> None:
 
 
 def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front_end=None,
-                   extra_report=None) -> dict:
+                   extra_report=None, refit=None) -> dict:
     """Run one training recipe end to end and publish its artifacts; returns the test metrics.
 
     ``train_fn(data, args, staging)`` builds and fits a model and returns
@@ -381,7 +388,9 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front
     probabilities, and ``config.json`` names that front end.
     ``extra_report(model, open_set, data, args)``, if given, runs after
     calibration and returns ``(config entries, metrics entries)`` the recipe
-    adds (train_vgg.py: multi-label thresholds, mAP). Everything is
+    adds (train_vgg.py: multi-label thresholds, mAP). ``refit(model, data,
+    args)``, if given, refits the last layer once validation has served
+    (:func:`fit_open_set`; transfer.py: on Training and validation). Everything is
     written into a staging directory beside ``args.model_dir`` and swapped in
     only once complete, so a failed or interrupted run leaves the previous
     model untouched. With ``args.folds`` other than 1 the recipe is
@@ -390,7 +399,7 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front
     """
     if args.folds != 1:
         from .folds import run_folds  # core.folds builds on this module
-        return run_folds(variant, args, train_fn, with_audio, front_end, extra_report)
+        return run_folds(variant, args, train_fn, with_audio, front_end, extra_report, refit)
     import keras
     keras.utils.set_random_seed(args.seed)
     try:
@@ -399,7 +408,7 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front
     except DatasetError as e:
         sys.exit(f"error: {e}")
     with staged_dir(args.model_dir) as staging:
-        metrics, history = train_and_report(variant, args, train_fn, data, front_end, staging, extra_report)
+        metrics, history = train_and_report(variant, args, train_fn, data, front_end, staging, extra_report, refit)
     publish_result(variant, args, metrics, len(history))
     print(f"\n{variant}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"weighted-F1 {metrics['weighted_f1']:.3f} on {metrics['n_test']} clips; "

@@ -14,6 +14,7 @@ class FakeBackbone(Backbone):
     window_seconds = 0.5
     hop_seconds = 0.5
     dim = 8
+    blocks = (4, 4)
     licence_name = "test licence"
     windows_embedded = 0   # over every instance: a warm cache must leave it unchanged
 

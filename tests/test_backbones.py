@@ -39,8 +39,8 @@ def test_cut_windows_pads_only_a_signal_shorter_than_a_window():
 
 
 @quiet_reference
-def test_with_output_makes_an_intermediate_tensor_the_output(tmp_path):
-    """On a small converted model: the patched output equals the tensor read with preserve_all_tensors."""
+def test_with_outputs_makes_intermediate_tensors_the_outputs(tmp_path):
+    """On a small converted model: the patched outputs equal the tensors read with preserve_all_tensors."""
     keras = pytest.importorskip("keras")
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
@@ -52,20 +52,24 @@ def test_with_output_makes_an_intermediate_tensor_the_output(tmp_path):
     flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     debug = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True)
     debug.allocate_tensors()
-    name = next(t["name"] for t in debug.get_tensor_details() if "hidden" in t["name"] and "Relu" in t["name"])
+    hidden_name = next(t["name"] for t in debug.get_tensor_details() if "hidden" in t["name"] and "Relu" in t["name"])
+    top_name = debug.get_output_details()[0]["name"]
     x = np.abs(np.random.default_rng(0).standard_normal((1, 6))).astype(np.float32)
     debug.set_tensor(debug.get_input_details()[0]["index"], x)
     debug.invoke()
-    expected = debug.get_tensor(next(t["index"] for t in debug.get_tensor_details() if t["name"] == name))
-    patched = Interpreter(model_content=backbones.with_output(flatbuffer, name))
-    patched.allocate_tensors()
-    patched.set_tensor(patched.get_input_details()[0]["index"], x)
-    patched.invoke()
-    out = patched.get_tensor(patched.get_output_details()[0]["index"])
-    assert out.shape == (1, 5) and np.abs(out).max() > 0
-    np.testing.assert_array_equal(out, expected)
+    expected = [debug.get_tensor(next(t["index"] for t in debug.get_tensor_details() if t["name"] == name))
+                for name in (hidden_name, top_name)]
+    for names, wanted in (([hidden_name], expected[:1]), ([hidden_name, top_name], expected)):
+        patched = Interpreter(model_content=backbones.with_outputs(flatbuffer, names))
+        patched.allocate_tensors()
+        patched.set_tensor(patched.get_input_details()[0]["index"], x)
+        patched.invoke()
+        outs = [patched.get_tensor(d["index"]) for d in patched.get_output_details()]
+        assert [o.shape for o in outs] == [w.shape for w in wanted] and np.abs(outs[0]).max() > 0
+        for out, want in zip(outs, wanted):
+            np.testing.assert_array_equal(out, want)
     with pytest.raises(ValueError, match="no tensor"):
-        backbones.with_output(flatbuffer, "no/such/tensor")
+        backbones.with_outputs(flatbuffer, [hidden_name, "no/such/tensor"])
 
 
 def test_backbone_front_end_embeds_each_window_and_zeroes_the_rest(fake):
@@ -141,6 +145,11 @@ def test_birdnet_embedding_is_the_global_average_pool_of_the_original_model():
     cosine = vectors[0] @ vectors[1] / np.linalg.norm(vectors[0]) / np.linalg.norm(vectors[1])
     assert cosine < 0.9                                            # a chirp and noise are far apart
     assert "NonCommercial" in birdnet.licence()
+    stages = backbones.load_backbone("birdnet-v2.4-stages").embed(windows[:1].astype(np.float32))[0]
+    third = next(t["index"] for t in reference.get_tensor_details() if t["name"] == backbones.BirdNETStages.OUTPUTS[1])
+    assert stages.shape == (1024 + 864,)
+    np.testing.assert_allclose(stages[:1024], vectors[0], atol=1e-5)
+    np.testing.assert_allclose(stages[1024:], reference.get_tensor(third)[0], atol=1e-5)
 
 
 @needs_birdnet

@@ -7,7 +7,8 @@ from core import layers  # noqa: E402  (after the skip: it imports Keras)
 # What every model trained so far has in its config.json (as "registered_name").
 SAVED_NAMES = {"animal_sounds>FrameMask", "animal_sounds>MaskedMaxPooling1D", "animal_sounds>MaskedMeanMaxPooling",
                "animal_sounds>PositionEmbedding", "animal_sounds>MaskedMeanPooling", "animal_sounds>PrototypeHead",
-               "animal_sounds>MaskedAttentionPooling", "animal_sounds>SegmentPooling"}
+               "animal_sounds>MaskedAttentionPooling", "animal_sounds>SegmentPooling",
+               "animal_sounds>BlockUnitNormalization"}
 
 
 def test_registered_names_are_the_ones_saved_models_use():
@@ -30,3 +31,14 @@ def test_a_saved_model_reloads_by_registered_name(tmp_path):
     np.testing.assert_array_equal(reloaded.predict_on_batch(batch), model.predict_on_batch(batch))
     # real frames pool pairwise to [4, 5, 3] and [0.5, 0, 0]: mean [2.25, 2.5, 1.5], max [4, 5, 3]
     np.testing.assert_allclose(model.predict_on_batch(batch)[0], [2.25, 2.5, 1.5, 4, 5, 3])
+
+
+def test_block_unit_normalization_scales_each_part_to_unit_norm(tmp_path):
+    import numpy as np
+    x = keras.Input((5,))
+    model = keras.Model(x, layers.BlockUnitNormalization([2, 3])(x))
+    model.save(tmp_path / "m.keras")
+    batch = np.array([[3, 4, 0, 0, 2], [0, 0, 1, 2, 2]], np.float32)
+    expected = [[0.6, 0.8, 0, 0, 1], [0, 0, 1 / 3, 2 / 3, 2 / 3]]   # an all-zero part stays zero
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict_on_batch(batch), expected, atol=1e-6)

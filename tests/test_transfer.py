@@ -40,7 +40,7 @@ def train_transfer(data_dir, out, *extra) -> str:
 def transfer_dir(fake, data_dir, tmp_path_factory):
     """A transfer model (head chosen among all four by validation), exported to ONNX and TFLite."""
     out = tmp_path_factory.mktemp("transfer")
-    printed = train_transfer(data_dir, out)
+    printed = train_transfer(data_dir, out, "--head", "auto", "--pooling", "auto")
     model_dir = out / "model" / "transfer"
     with contextlib.redirect_stdout(io.StringIO()):
         export.main(["--model-dir", str(model_dir), "--data-dir", str(data_dir), "--cache-dir", str(out / "cache")])
@@ -71,6 +71,24 @@ def test_a_second_run_embeds_nothing(transfer_dir, fake, data_dir):
     train_transfer(data_dir, out, "--head", "logistic", "--pooling", "mean", "--model-dir", str(out / "again"))
     assert fake.windows_embedded == before
     assert (out / "again" / "config.json").is_file()
+
+
+def test_refit_changes_only_the_last_layer_after_validation_has_served(transfer_dir, data_dir):
+    """--refit (the default, in "again" above) against --no-refit: same calibration and embedding, other logits."""
+    import keras
+    _, out, _ = transfer_dir
+    printed = train_transfer(data_dir, out, "--head", "logistic", "--pooling", "mean", "--no-refit",
+                             "--model-dir", str(out / "held_out"))
+    assert "refitted" not in printed
+    configs = [json.loads((out / name / "config.json").read_text())["open_set"] for name in ("again", "held_out")]
+    assert configs[0]["temperature"] == configs[1]["temperature"]
+    assert configs[0]["thresholds"] == configs[1]["thresholds"]
+    refitted, held_out = (keras.saving.load_model(out / name / "animal_sound_model.keras", safe_mode=True)
+                          for name in ("again", "held_out"))
+    for a, b in zip(refitted.layers[:-1], held_out.layers[:-1]):
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(wa, wb)
+    assert np.abs(refitted.layers[-1].get_weights()[0] - held_out.layers[-1].get_weights()[0]).max() > 1e-3
 
 
 def test_every_runtime_gives_the_same_answer_on_a_file(transfer_dir, tmp_path):
@@ -211,3 +229,52 @@ def test_reference_row_pools_only_the_real_windows_of_a_clip():
     x[0, :2] = [[1, 2], [3, -4]]          # two windows, then padding
     x[1, :3] = [[0, 1], [0, 1], [0, 4]]   # three windows, a zero value inside them is not padding
     np.testing.assert_allclose(chunk_means(x), [[2, -1], [0, 2]])
+
+
+def separable_chunks(n_classes: int, per_class: int, seed: int = 0):
+    """(n, 1 version, 3 chunks, 8) embeddings whose class shows in where their energy is, and their labels."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), per_class)
+    x = rng.uniform(0.0, 1.0, (len(y), 3, 8)).astype(np.float32)
+    x[np.arange(len(y)), :, y] += 2.0
+    x[::4, 2] = 0.0                                   # padding: a clip of two windows
+    return x[:, None], y
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_logistic_head_is_scikit_learns_regression_on_the_pooled_embedding(n_classes):
+    import keras
+    from sklearn.linear_model import LogisticRegression
+    versions, y = separable_chunks(n_classes, 20)
+    y[:5] = 0                                         # imbalanced: class 0 has 5 more clips
+    model = transfer.build_head((3, 8), n_classes, "mean", (4, 4), 0, 0.3, versions[:, 0])
+    transfer.fit_logistic(model, versions, y, n_classes, c=0.5, balance=1.0)
+    features = keras.Model(model.inputs, model.layers[-1].input).predict(versions[:, 0], verbose=0)
+    weight = 1.0 / np.bincount(y)[y]
+    expected = LogisticRegression(C=0.5, max_iter=5000).fit(features, y, sample_weight=weight * len(y) / weight.sum())
+    np.testing.assert_allclose(model.predict(versions[:, 0], verbose=0), expected.predict_proba(features), atol=1e-4)
+
+
+def test_logistic_head_fits_the_uniform_target_of_negatives():
+    """At the fit, the gradient of the weighted cross-entropy (negatives: the uniform target) plus penalty is ~0."""
+    import keras
+    versions, y = separable_chunks(3, 20)
+    negatives = np.random.default_rng(1).uniform(0.0, 1.0, (15, 1, 3, 8)).astype(np.float32)
+    versions, y = np.concatenate([versions, negatives]), np.concatenate([y, np.full(15, 3)])
+    model = transfer.build_head((3, 8), 3, "mean", (4, 4), 0, 0.3, versions[:, 0])
+    transfer.fit_logistic(model, versions, y, 3, c=1.0, balance=1.0)
+    z = keras.Model(model.inputs, model.layers[-1].input).predict(versions[:, 0], verbose=0)
+    kernel, bias = model.layers[-1].get_weights()
+    logits = z @ kernel + bias
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    weight = np.where(y == 3, 1 / 15, 1 / 20)                      # each label's examples weigh as much
+    weight *= len(y) / weight.sum()
+
+    def gradient(target):
+        residual = weight[:, None] * (p - target)
+        return np.abs(np.concatenate([(z.T @ residual + kernel).ravel(), residual.sum(axis=0)])).max()
+
+    uniform = np.vstack([np.eye(3), np.full((1, 3), 1 / 3)])[y]
+    as_class_0 = np.eye(3)[np.where(y == 3, 0, y)]
+    assert gradient(uniform) < 0.01 < 1.0 < gradient(as_class_0)   # lbfgs stops near the optimum
