@@ -192,6 +192,11 @@ def fit_binary_temperature(logits, targets, bounds: tuple[float, float] = (0.05,
         lambda t: float(np.mean(np.logaddexp(0.0, logits / t) - targets * logits / t)), bounds)
 
 
+def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """The reliability bin of each confidence (see :func:`reliability_bins` for the edges)."""
+    return np.clip(np.ceil(confidence * n_bins - 1e-9).astype(int) - 1, 0, n_bins - 1)
+
+
 def reliability_bins(probs, labels, n_bins: int = 15) -> dict[str, np.ndarray]:
     """Per-bin confidence, accuracy and count for a reliability diagram.
 
@@ -215,8 +220,7 @@ def reliability_bins(probs, labels, n_bins: int = 15) -> dict[str, np.ndarray]:
     labels = _check_labels(labels, len(probs), probs.shape[-1])
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    scaled = confidence * n_bins
-    index = np.clip(np.ceil(scaled - 1e-9).astype(int) - 1, 0, n_bins - 1)
+    index = _bin_index(confidence, n_bins)
     count = np.bincount(index, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):   # empty bins: 0 / 0 -> NaN, on purpose
         mean_confidence = np.bincount(index, weights=confidence, minlength=n_bins) / count
@@ -237,6 +241,22 @@ def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
     filled = bins["count"] > 0
     gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
     return float(np.sum(gaps * bins["count"][filled]) / max(1, int(bins["count"].sum())))
+
+
+def ece_if_calibrated(probs, n_bins: int = 15, draws: int = 2000, seed: int = 0) -> float:
+    """The ECE that a perfectly calibrated model with these confidences would measure on as many clips.
+
+    On few clips ECE is biased upward: even if every clip's top class were
+    right with exactly its confidence, each bin's accuracy would scatter
+    around its mean confidence. Each of ``draws`` draws decides every clip's
+    correctness by a coin of its confidence; the result is the mean ECE
+    (:func:`expected_calibration_error`, ``n_bins``) over the draws. An ECE
+    near this value is as good as these clips can show.
+    """
+    confidence = np.asarray(probs, dtype=np.float64).max(axis=1)
+    in_bin = np.eye(n_bins)[_bin_index(confidence, n_bins)]                       # (n, n_bins)
+    gaps = (np.random.default_rng(seed).random((draws, len(confidence))) < confidence) - confidence
+    return float(np.abs(gaps @ in_bin).sum(axis=1).mean() / max(1, len(confidence)))
 
 
 def plot_reliability(probs_before, probs_after, labels, path, n_bins: int = 15) -> Path:

@@ -24,6 +24,7 @@ from .audio import load_noise_bank
 from .calibration import (
     activate,
     binary_negative_log_likelihood,
+    ece_if_calibrated,
     expected_calibration_error,
     negative_log_likelihood,
     plot_reliability,
@@ -313,6 +314,7 @@ def fit_open_set(model, data: DataSplits, args, refit=None) -> tuple[OpenSet, di
            lambda p, labels: binary_negative_log_likelihood(p, np.eye(p.shape[1])[labels]))
     metrics = {"ece": expected_calibration_error(probs, y),
                "ece_uncalibrated": expected_calibration_error(uncalibrated, y),
+               "ece_if_calibrated": ece_if_calibrated(probs),
                "nll": nll(probs, y), "nll_uncalibrated": nll(uncalibrated, y),
                "temperature": open_set.temperature, "ood_score": open_set.score,
                "reject_threshold": open_set.thresholds[open_set.score],

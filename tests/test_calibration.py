@@ -100,3 +100,19 @@ def test_plot_reliability_writes_a_png(tmp_path, tempered_logits):
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
     assert [p.name for p in path.parent.iterdir()] == ["reliability.png"]   # no temporary file left behind
+
+
+def test_ece_if_calibrated_is_the_binomial_expectation_in_one_bin():
+    from math import comb
+    n, p = 50, 0.8                      # every clip in one bin, its top class right with probability 0.8
+    exact = sum(comb(n, k) * p ** k * (1 - p) ** (n - k) * abs(k / n - p) for k in range(n + 1))
+    assert abs(calibration.ece_if_calibrated(np.tile([p, 1 - p], (n, 1)), draws=20000) - exact) < 0.003
+    assert calibration.ece_if_calibrated(np.tile([p, 1 - p], (5000, 1))) < 0.01   # many clips: near 0
+
+
+def test_ece_if_calibrated_matches_labels_drawn_from_the_probabilities():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.full(4, 0.5), size=120)
+    drawn = [calibration.expected_calibration_error(probs, [rng.choice(4, p=row / row.sum()) for row in probs])
+             for _ in range(400)]
+    assert abs(np.mean(drawn) - calibration.ece_if_calibrated(probs, draws=4000)) < 0.005

@@ -58,7 +58,8 @@ def test_artifacts_name_the_backbone_and_carry_its_licence(transfer_dir):
     assert (model_dir / "backbone_licence.txt").read_text().startswith("Fake licence")
     assert {"centroids.npy", "means.npy", "precision.npy", "bank.npy"} <= {p.name for p in (model_dir / "open_set").iterdir()}
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert {"ece", "nll", "temperature", "ood_score", "reject_threshold", "val_ood_auroc"} <= set(metrics)
+    assert {"ece", "ece_if_calibrated", "nll", "temperature", "ood_score", "reject_threshold",
+            "val_ood_auroc"} <= set(metrics)
     export_record = json.loads((model_dir / "export.json").read_text())
     assert export_record["parity"]["passed"] and export_record["input"] == {
         "name": "chunk_embeddings", "shape": [None, 32, 8], "dtype": "float32"}
