@@ -24,8 +24,9 @@ open-set rejection as the others.
   waveform augmentations (circular time shift, wind at a calibrated SNR,
   spectral tilt): the logistic head fits all versions, the mlp sees one
   version of each clip per epoch. Off by default: over seeds 42-44 the best
-  head's validation macro-F1 tied with and without 4 draws (0.947 and 0.944
-  on average), and they cost four more embeddings per clip. Classes are
+  of the earlier Keras-trained heads tied on validation macro-F1 with and
+  without 4 draws (0.947 and 0.944 on average), and they cost four more
+  embeddings per clip. Classes are
   balanced. Embeddings are cached by clip content, backbone and draw, so a
   second run embeds nothing.
 
