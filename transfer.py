@@ -23,9 +23,8 @@ open-set rejection as the others.
 - With --draws N, every training clip is also embedded after N random
   waveform augmentations (circular time shift, wind at a calibrated SNR,
   spectral tilt): the logistic head fits all versions, the mlp sees one
-  version of each clip per epoch. Off by default: over seeds 42-44 the best
-  of the earlier Keras-trained heads tied on validation macro-F1 with and
-  without 4 draws (0.947 and 0.944 on average), and they cost four more
+  version of each clip per epoch. Off by default: 4 draws tied with none in
+  the cross-validation (0.937 and 0.940), and they cost four more
   embeddings per clip. Classes are
   balanced. Embeddings are cached by clip content, backbone and draw, so a
   second run embeds nothing.

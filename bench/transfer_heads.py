@@ -13,9 +13,10 @@ so the defaults chosen here are chosen on validation. The candidates:
   class-balanced logistic regression on the mean of BirdNET's embeddings;
 - transfer.py's logistic head (``build_head`` + ``fit_logistic``, animals
   only) on BirdNET's embedding alone, and on the embedding with the third
-  stage (``birdnet-v2.4-stages``), by pooling and penalty C; and fitted on
-  85 % of the other folds (clips drawn at random), as a run that holds its
-  validation split out of the fit would be.
+  stage (``birdnet-v2.4-stages``), by pooling and penalty C; fitted on 85 %
+  of the other folds (clips drawn at random), as a run that holds its
+  validation split out of the fit would be; and with transfer.py's
+  augmented draws of the training clips (its default settings, --draws 4).
 
 BirdNET's embedding is the first 1024 values of the stages vector (tested
 equal in tests/test_backbones.py), so one embedding pass serves every row.
@@ -38,16 +39,18 @@ from bench.compare import chunk_means  # noqa: E402
 from core.backbones import BirdNET, BirdNETStages  # noqa: E402
 from core.dataset import load_labelled, read_manifest  # noqa: E402
 from core.folds import assign_folds, recording_groups  # noqa: E402
-from core.front_ends import BackboneEmbeddings  # noqa: E402
+from core.front_ends import BackboneEmbeddings, split_audio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-# (row name, vector, pooling, C, share of the other folds fitted on); "embedding": BirdNET's 1024 values alone
-HEADS = [("logistic head, embedding, mean", "embedding", "mean", 1.0, 1.0),
-         ("logistic head, stages, mean, C=0.3", "stages", "mean", 0.3, 1.0),
-         ("logistic head, stages, mean (default)", "stages", "mean", 1.0, 1.0),
-         ("logistic head, stages, mean, C=3", "stages", "mean", 3.0, 1.0),
-         ("logistic head, stages, mean-max", "stages", "mean-max", 1.0, 1.0),
-         ("logistic head, stages, mean, 85 % of the other folds", "stages", "mean", 1.0, 0.85)]
+# (row name, vector, pooling, C, share of the other folds fitted on, augmented draws per clip);
+# "embedding": BirdNET's 1024 values alone
+HEADS = [("logistic head, embedding, mean", "embedding", "mean", 1.0, 1.0, 0),
+         ("logistic head, stages, mean, C=0.3", "stages", "mean", 0.3, 1.0, 0),
+         ("logistic head, stages, mean (default)", "stages", "mean", 1.0, 1.0, 0),
+         ("logistic head, stages, mean, C=3", "stages", "mean", 3.0, 1.0, 0),
+         ("logistic head, stages, mean-max", "stages", "mean-max", 1.0, 1.0, 0),
+         ("logistic head, stages, mean, 85 % of the other folds", "stages", "mean", 1.0, 0.85, 0),
+         ("logistic head, stages, mean, + 4 augmented draws", "stages", "mean", 1.0, 1.0, 4)]
 REFERENCE = "practitioner's recipe (reference row)"
 
 
@@ -71,19 +74,34 @@ def reference_probs(x: np.ndarray, y: np.ndarray, held_out: np.ndarray) -> np.nd
     return model.fit(chunk_means(x[~held_out]), y[~held_out]).predict_proba(chunk_means(x[held_out]))
 
 
-def head_probs(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, n: int, blocks, pooling: str, c: float):
+def head_probs(versions: np.ndarray, y: np.ndarray, held_out: np.ndarray, n: int, blocks, pooling: str, c: float):
+    """Probabilities of the held-out clean clips; ``versions`` (n, versions, chunks, dim), the clean ones first."""
+    x = versions[:, 0]
     model = transfer.build_head(x.shape[1:], n, pooling, blocks, 0, 0.0, x[~held_out])
-    transfer.fit_logistic(model, x[~held_out, None], y[~held_out], n, c, balance=1.0)
-    return model.predict_on_batch(x[held_out])
+    transfer.fit_logistic(model, versions[~held_out], y[~held_out], n, c, balance=1.0)
+    return np.asarray(model(x[held_out], training=False))
+
+
+def augmented_draws(front_end, audio: list, draws: int, data_dir: Path, cache_dir: Path) -> np.ndarray:
+    """(n, draws, chunks, dim): transfer.py's augmented draws of each clip, with its default settings (cached)."""
+    args = transfer.make_parser().parse_args(["--data-dir", str(data_dir), "--cache-dir", str(cache_dir)])
+    bank = common.noise_bank(args, front_end.cfg)
+    augment = common.WaveAugment(bank, front_end.cfg, p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
+                                 tilt=args.tilt, max_shift=args.max_shift)
+    tag = transfer.augmentation_tag(args, bank)
+    return np.stack([front_end.embed_clips(audio, cache_dir, f"{tag}-draw{k}", augment.wave,
+                                           desc=f"augmented draw {k + 1}/{draws}") for k in range(draws)], axis=1)
 
 
 def main(argv=None):
     args = parse_args(argv)
     front_end = BackboneEmbeddings(BirdNETStages.name).load()
     training, _, classes, _ = load_labelled(args.data_dir, front_end.cfg, True, args.cache_dir)
-    training = front_end.featurize(training, args.cache_dir)
-    x, y, n = training.x, training.y, len(classes)
-    vectors = {"embedding": (x[..., :BirdNET.dim], BirdNET.blocks), "stages": (x, BirdNETStages.blocks)}
+    audio = split_audio(training, front_end.cfg, args.cache_dir)
+    x, y, n = front_end.embed_clips(audio, args.cache_dir), training.y, len(classes)
+    draws = max(row[-1] for row in HEADS)
+    stages = np.concatenate([x[:, None], augmented_draws(front_end, audio, draws, args.data_dir, args.cache_dir)], axis=1)
+    vectors = {"embedding": (x[:, None, :, :BirdNET.dim], BirdNET.blocks), "stages": (stages, BirdNETStages.blocks)}
     files = [Path(f).relative_to(args.data_dir).as_posix() for f in training.files]
     groups = recording_groups(files, training.hashes, read_manifest(args.data_dir))
     scores = {name: [] for name in [REFERENCE] + [h[0] for h in HEADS]}
@@ -93,12 +111,11 @@ def main(argv=None):
         predicted = {name: np.zeros(len(y), int) for name in scores}
         for fold in range(args.folds):
             held_out = folds == fold
-            predicted[REFERENCE][held_out] = reference_probs(vectors["embedding"][0], y, held_out).argmax(axis=1)
-            for name, vector, pooling, c, share in HEADS:
-                features, blocks = vectors[vector]
-                unused = ~held_out & (rng.random(len(y)) >= share)   # left out of the fit, as validation is
-                keep = ~unused
-                probs = head_probs(features[keep], y[keep], held_out[keep], n, blocks, pooling, c)
+            predicted[REFERENCE][held_out] = reference_probs(x[..., :BirdNET.dim], y, held_out).argmax(axis=1)
+            for name, vector, pooling, c, share, k in HEADS:
+                versions, blocks = vectors[vector]
+                keep = held_out | (rng.random(len(y)) < share)   # the rest is left out of the fit, as validation is
+                probs = head_probs(versions[keep, :1 + k], y[keep], held_out[keep], n, blocks, pooling, c)
                 predicted[name][held_out] = probs.argmax(axis=1)
         for name in scores:
             metrics, _, _ = common.evaluate(np.eye(n)[predicted[name]], y, classes)
