@@ -121,22 +121,27 @@ def augmentation_tag(args, bank: list) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def augmented_draws(front_end: BackboneEmbeddings, audio: list, args) -> np.ndarray:
+    """(n, args.draws, chunks, dim): the augmented embeddings of each clip of ``audio`` (through the cache)."""
+    bank = common.noise_bank(args, front_end.cfg) if args.p_noise > 0 else []
+    augment = common.WaveAugment(bank, front_end.cfg, p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
+                                 tilt=args.tilt, max_shift=args.max_shift)
+    tag = augmentation_tag(args, bank)
+    return np.stack([front_end.embed_clips(audio, args.cache_dir, f"{tag}-draw{k}", augment.wave,
+                                           desc=f"augmented draw {k + 1}/{args.draws}") for k in range(args.draws)],
+                    axis=1)
+
+
 def training_versions(front_end: BackboneEmbeddings, data, args) -> np.ndarray:
     """(n_train, 1 + draws, chunks, dim): each training clip's clean embeddings, then its augmented draws.
 
     Negatives keep their clean embeddings in every slot: they are cut anew
     for each seed, so their draws would never be reused from the cache.
     """
-    bank = common.noise_bank(args, front_end.cfg) if args.p_noise > 0 else []
-    augment = common.WaveAugment(bank, front_end.cfg, p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
-                                 tilt=args.tilt, max_shift=args.max_shift)
     animals = np.flatnonzero(np.isin(data.train.y, [i for i, c in enumerate(data.classes) if c != BACKGROUND]))
     versions = np.repeat(data.train.x[:, None], 1 + args.draws, axis=1)
-    tag = augmentation_tag(args, bank)
-    for k in range(args.draws):
-        versions[animals, 1 + k] = front_end.embed_clips([data.train.audio[i] for i in animals], args.cache_dir,
-                                                         f"{tag}-draw{k}", augment.wave,
-                                                         desc=f"augmented draw {k + 1}/{args.draws}")
+    if args.draws:
+        versions[animals, 1:] = augmented_draws(front_end, [data.train.audio[i] for i in animals], args)
     return versions
 
 

@@ -82,17 +82,6 @@ def head_probs(versions: np.ndarray, y: np.ndarray, held_out: np.ndarray, n: int
     return np.asarray(model(x[held_out], training=False))
 
 
-def augmented_draws(front_end, audio: list, draws: int, data_dir: Path, cache_dir: Path) -> np.ndarray:
-    """(n, draws, chunks, dim): transfer.py's augmented draws of each clip, with its default settings (cached)."""
-    args = transfer.make_parser().parse_args(["--data-dir", str(data_dir), "--cache-dir", str(cache_dir)])
-    bank = common.noise_bank(args, front_end.cfg)
-    augment = common.WaveAugment(bank, front_end.cfg, p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
-                                 tilt=args.tilt, max_shift=args.max_shift)
-    tag = transfer.augmentation_tag(args, bank)
-    return np.stack([front_end.embed_clips(audio, cache_dir, f"{tag}-draw{k}", augment.wave,
-                                           desc=f"augmented draw {k + 1}/{draws}") for k in range(draws)], axis=1)
-
-
 def main(argv=None):
     args = parse_args(argv)
     front_end = BackboneEmbeddings(BirdNETStages.name).load()
@@ -100,7 +89,9 @@ def main(argv=None):
     audio = split_audio(training, front_end.cfg, args.cache_dir)
     x, y, n = front_end.embed_clips(audio, args.cache_dir), training.y, len(classes)
     draws = max(row[-1] for row in HEADS)
-    stages = np.concatenate([x[:, None], augmented_draws(front_end, audio, draws, args.data_dir, args.cache_dir)], axis=1)
+    settings = transfer.make_parser().parse_args(["--data-dir", str(args.data_dir), "--cache-dir", str(args.cache_dir),
+                                                  "--draws", str(draws)])   # transfer.py's augmentation
+    stages = np.concatenate([x[:, None], transfer.augmented_draws(front_end, audio, settings)], axis=1)
     vectors = {"embedding": (x[:, None, :, :BirdNET.dim], BirdNET.blocks), "stages": (stages, BirdNETStages.blocks)}
     files = [Path(f).relative_to(args.data_dir).as_posix() for f in training.files]
     groups = recording_groups(files, training.hashes, read_manifest(args.data_dir))
