@@ -85,6 +85,14 @@ def chunk_means(x: np.ndarray) -> np.ndarray:
     return (x * real).sum(axis=1) / np.maximum(real.sum(axis=1), 1)
 
 
+def reference_recipe():
+    """The practitioner's classifier: standardised, class-balanced logistic regression (scikit-learn's defaults)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    return make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000))
+
+
 def birdnet_reference(data_dir: Path, seed: int, cache_dir: Path = common.DEFAULT_CACHE) -> dict:
     """The practitioner's recipe on the same split: BirdNET embeddings + logistic regression.
 
@@ -92,14 +100,11 @@ def birdnet_reference(data_dir: Path, seed: int, cache_dir: Path = common.DEFAUL
     embedding alone, cached as the transfer variant's are); a standardised, class-balanced logistic
     regression with scikit-learn's defaults is fitted on all of Training.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
     front_end = BackboneEmbeddings(BirdNET.name).load()   # the practitioner's embedding, alone
     data = common.load_splits(data_dir, front_end.cfg, seed, with_audio=True, cache_dir=cache_dir)
     train, val, test = (front_end.featurize(part, cache_dir) for part in (data.train, data.val, data.test))
     start = time.time()
-    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000))
+    model = reference_recipe()
     model.fit(chunk_means(np.concatenate([train.x, val.x])), np.concatenate([train.y, val.y]))
     train_seconds = time.time() - start
     start = time.time()

@@ -35,7 +35,7 @@ from tqdm import tqdm  # noqa: E402
 
 import common  # noqa: E402
 import transfer  # noqa: E402
-from bench.compare import chunk_means  # noqa: E402
+from bench.compare import chunk_means, reference_recipe  # noqa: E402
 from core.backbones import BirdNET, BirdNETStages  # noqa: E402
 from core.dataset import load_labelled, read_manifest  # noqa: E402
 from core.folds import assign_folds, recording_groups  # noqa: E402
@@ -67,11 +67,7 @@ def parse_args(argv=None):
 
 
 def reference_probs(x: np.ndarray, y: np.ndarray, held_out: np.ndarray) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000))
-    return model.fit(chunk_means(x[~held_out]), y[~held_out]).predict_proba(chunk_means(x[held_out]))
+    return reference_recipe().fit(chunk_means(x[~held_out]), y[~held_out]).predict_proba(chunk_means(x[held_out]))
 
 
 def head_probs(versions: np.ndarray, y: np.ndarray, held_out: np.ndarray, n: int, blocks, pooling: str, c: float):
