@@ -32,6 +32,10 @@ ROWS = {   # short name: (what changes, enhance.py flags)
     "no-crop": ("whole 500-frame windows instead of 4 s excerpts", ["--crop-frames", "0"]),
     "epochs-30": ("30 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "30"]),
     "epochs-40": ("40 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "40"]),
+    "no-xla": ("the training step without XLA (the same network and recipe)", ["--no-xla"]),
+    "widths-3q": ("three-quarter widths (48, 96, 144, 192 filters)", ["--widths", "48", "96", "144", "192"]),
+    "widths-3q-epochs-60": ("three-quarter widths, 60 epochs",
+                            ["--widths", "48", "96", "144", "192", "--epochs", "60"]),
 }
 
 

@@ -149,7 +149,9 @@ def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list
            str(model_dir), "--seed", str(seed), "--charts-dir", str(work / "charts"), "--quiet", *extra,
            *(["--folds", str(folds)] if folds > 1 else [])]
     print("$", " ".join(cmd), flush=True)
+    start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    run_seconds = time.perf_counter() - start
     tested = (json.loads((model_dir / "cv_metrics.json").read_text())["per_fold"] if folds > 1 else
               [json.loads((model_dir / "metrics.json").read_text())])
     clf = common.Classifier(model_dir)
@@ -163,7 +165,7 @@ def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list
     return [{**{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n_test", "train_seconds",
                                         "val_macro_f1", "epochs_run")},
              **{k: metrics[k] for k in MULTI_LABEL_METRICS if k in metrics},
-             "size_mb": (model_dir / MODEL_FILE).stat().st_size / 1e6,
+             "run_seconds": run_seconds, "size_mb": (model_dir / MODEL_FILE).stat().st_size / 1e6,
              "ms_per_clip": 1000 * float(np.median(times))} for metrics in tested]
 
 
@@ -175,6 +177,7 @@ def summarise(runs: dict, val: bool = False, unit: str = "seeds") -> str:
     cols = [("val_macro_f1", "val macro-F1", "{:.3f}")] * val + [
             ("accuracy", "test accuracy", "{:.3f}"), ("macro_f1", "macro-F1", "{:.3f}"),
             ("weighted_f1", "weighted F1", "{:.3f}"), ("train_seconds", "train s", "{:.0f}"),
+            ("run_seconds", "whole run s", "{:.0f}"),
             ("size_mb", "model MB", "{:.1f}"), ("ms_per_clip", "ms / clip", "{:.2f}")]
     lines = [f"| variant | {unit} | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for name, results in runs.items():

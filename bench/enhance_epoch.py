@@ -11,8 +11,11 @@ twice as long, and turns spread that over all rows):
 - ``model.fit`` on one epoch of those batches held in memory: without validation, with
   validation on the padded 500-frame windows, and on the clips' real frames alone
   (``common.length_bucketed``, the same outputs and loss),
-- ``model.fit`` on the augmenting batches with real-frame validation, as enhance.py trains,
-and what enhance.py's default epochs (80) take at each rate. Run it on otherwise idle cores.
+- ``model.fit`` on the augmenting batches with real-frame validation, as enhance.py trains:
+  without XLA (as it did before --xla), with it (its default), and with it at three-quarter
+  widths (``--widths 48 96 144 192``),
+and what enhance.py's default epochs take at each rate. Run it on otherwise idle cores. The
+first rows run without XLA, as the rows of the README's earlier table did.
 Writes bench/results/enhance_epoch.json and prints a markdown table.
 """
 import os
@@ -33,6 +36,7 @@ from core.training import prepare_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "enhance_epoch.json"
+THREE_QUARTER = (48, 96, 144, 192)
 
 
 def seconds(run) -> float:
@@ -61,9 +65,9 @@ def main():
     padded = (data.val.x, common.one_hot(data.val.y, n))
     real_frames = common.length_bucketed(*padded, args.batch_size, 2 ** len(enhance.WIDTHS))
 
-    def fitter(**data_kwargs):
-        model = enhance.build_model(None, data.train.x.shape[2], n, dropout=args.dropout)
-        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="categorical_crossentropy")
+    def fitter(xla=False, widths=enhance.WIDTHS, **data_kwargs):
+        model = enhance.build_model(None, data.train.x.shape[2], n, widths=widths, dropout=args.dropout)
+        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="categorical_crossentropy", jit_compile=xla)
         return lambda: model.fit(epochs=1, verbose=0, **data_kwargs)
 
     in_memory = dict(x=x, y=y, batch_size=args.batch_size)
@@ -72,8 +76,11 @@ def main():
                 "steps + validation on padded windows, batches in memory": fitter(**in_memory, validation_data=padded),
                 "steps + validation on real frames, batches in memory": fitter(**in_memory,
                                                                                 validation_data=real_frames),
-                "as enhance.py trains: augmenting batches + validation on real frames": fitter(
-                    x=batches, validation_data=real_frames)}
+                "as enhance.py trains: augmenting batches + validation on real frames, without XLA": fitter(
+                    x=batches, validation_data=real_frames),
+                "the same, XLA": fitter(True, x=batches, validation_data=real_frames),
+                "the same, XLA, three-quarter widths": fitter(True, THREE_QUARTER, x=batches,
+                                                              validation_data=real_frames)}
     for run in settings.values():   # warm-up: tracing, first allocations
         run()
     times = {name: [] for name in settings}

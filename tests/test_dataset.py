@@ -160,6 +160,27 @@ def test_balanced_batches_draw_rare_classes_more_often(balance, rare_share):
         assert sorted(drawn[:100]) == list(range(100))
 
 
+@pytest.mark.parametrize("balance", [0.0, 0.5])
+def test_full_batches_have_one_shape_and_the_same_draws_in_any_order(balance):
+    """Every batch holds batch_size examples; a batch depends on (seed, epoch, index) alone, as threads need."""
+    pytest.importorskip("keras")
+    from core.training import make_batches
+    y = np.array([0] * 20 + [1] * 5)                       # 25 examples: the last of 3 batches would hold 5
+
+    def make():
+        return make_batches(lambda idx, rng: np.c_[idx, rng.random(len(idx))].astype(np.float32), y, 2, 10, seed=3,
+                            balance=balance, full_batches=True, workers=2)
+    batches, again = make(), make()
+    assert len(batches) == 3 and all(len(batches[b][0]) == 10 for b in range(3))
+    backwards = [again[b][0] for b in (2, 1, 0)][::-1]     # drawn in another order, as threads may
+    assert all(np.array_equal(batches[b][0], backwards[b]) for b in range(3))
+    if balance == 0:                                       # every example once, then the batch filled up
+        assert set(np.concatenate([batches[b][0][:, 0] for b in range(3)]).astype(int)) == set(range(25))
+    first = batches[0][0]
+    batches.on_epoch_end()
+    assert not np.array_equal(batches[0][0], first)        # a new epoch, new draws
+
+
 def test_load_splits_carves_validation_from_training(data_dir, cache_dir):
     data = load_splits(data_dir, CFG, seed=42, val_size=0.2, cache_dir=cache_dir)
     assert data.classes == ["bird", "cow", "dog"] and data.skipped == 0

@@ -25,7 +25,7 @@ def test_patience_counts_from_the_end_of_the_warm_up(tmp_path, warmup, epochs_ru
     import keras
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-    args = argparse.Namespace(epochs=8, batch_size=16, lr=0.05, patience=1, quiet=True)
+    args = argparse.Namespace(epochs=8, batch_size=16, lr=0.05, patience=1, quiet=True, xla=False)
     history = fit_classifier(model, diverging_splits(), args, tmp_path, warmup_epochs=warmup)
     assert np.all(np.diff(history["val_loss"]) > 0)
     assert len(history) == epochs_run
