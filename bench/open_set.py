@@ -2,6 +2,7 @@
 
     python -m bench.open_set                                   # enhance, seeds 42 43 44, 5 pairs, both designs
     python -m bench.open_set --variants enhance baseline --seeds 42 --designs uniform --pairs 2
+    python -m bench.open_set --seeds 42 --designs uniform --only-pairs 3 4   # the third and fourth pairs
 
 On bench/compare.py's split, for every variant, seed and outlier design:
 
@@ -179,13 +180,16 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     p.add_argument("--designs", nargs="+", default=["uniform", "background"], choices=["uniform", "background"])
     p.add_argument("--pairs", type=int, default=N_PAIRS, help="how many of the five class pairs to leave out")
+    p.add_argument("--only-pairs", nargs="+", type=int, choices=range(1, N_PAIRS + 1),
+                   help="leave out these of the five pairs (numbered 1-5) instead of the first --pairs")
     p.add_argument("--no-non-animal", action="store_true", help="skip the run without negatives")
     p.add_argument("--name", default="open_set", help="the results file: bench/results/NAME.json")
     p.add_argument("--reuse", action="store_true", help="score the models an earlier run finished instead of "
                                                         "training them again")
     args, extra = p.parse_known_args(argv)   # anything else (e.g. --epochs 5) goes to every training
     data_dir = prepare_split(args)
-    pairs = class_pairs([d.name for d in (data_dir / "Training").iterdir() if d.is_dir()])[:args.pairs]
+    every_pair = class_pairs([d.name for d in (data_dir / "Training").iterdir() if d.is_dir()])
+    pairs = [every_pair[k - 1] for k in args.only_pairs] if args.only_pairs else every_pair[:args.pairs]
     results = {}
     for variant in args.variants:
         runs = results.setdefault(variant, {"leave_out": {}, "non_animal": []})
