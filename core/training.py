@@ -167,9 +167,10 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
     draws as many examples with replacement, each with probability
     proportional to its class count ** -balance (1: every class equally
     often, 0.5: rare classes up-weighted by the square root of their rarity).
-    ``full_batches`` fills the last batch too (with examples drawn the same
-    way), so that every batch has one shape: an XLA-compiled step is then
-    compiled once, not twice. ``workers`` > 1 prepares that many batches at
+    ``full_batches`` fills the last batch too (drawing more examples, or
+    without ``balance`` repeating the epoch's first ones), so that every
+    batch has one shape: an XLA-compiled step is then compiled once, not
+    twice. ``workers`` > 1 prepares that many batches at
     once in threads. Each epoch's order and each batch's augmentation come
     from generators seeded by (``seed``, epoch[, batch]), so the batches are
     the same whatever the threads' timing.
@@ -190,7 +191,7 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
             size = len(self) * batch_size if full_batches else len(y)
             if balance:
                 return rng.choice(len(y), size, p=weights)
-            return np.concatenate([rng.permutation(len(y)), rng.permutation(len(y))[:size - len(y)]])
+            return np.resize(rng.permutation(len(y)), size)   # filled up from the start of the shuffle
 
         def __len__(self):
             return int(np.ceil(len(y) / batch_size))
