@@ -16,7 +16,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.compare import add_data_flags, prepare_split, publish, run_variant, summarise
+from enhance import WIDTHS
 
+THREE_QUARTER = ["--widths", *(str(w * 3 // 4) for w in WIDTHS)]
 ROWS = {   # short name: (what changes, enhance.py flags)
     "full": ("the full recipe", []),
     "no-wind": ("no wind mixing", ["--p-noise", "0"]),
@@ -33,9 +35,8 @@ ROWS = {   # short name: (what changes, enhance.py flags)
     "epochs-30": ("30 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "30"]),
     "epochs-40": ("40 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "40"]),
     "no-xla": ("the training step without XLA (the same network and recipe)", ["--no-xla"]),
-    "widths-3q": ("three-quarter widths (48, 96, 144, 192 filters)", ["--widths", "48", "96", "144", "192"]),
-    "widths-3q-epochs-60": ("three-quarter widths, 60 epochs",
-                            ["--widths", "48", "96", "144", "192", "--epochs", "60"]),
+    "widths-3q": ("three-quarter widths (48, 96, 144, 192 filters)", THREE_QUARTER),
+    "widths-3q-epochs-60": ("three-quarter widths, 60 epochs", [*THREE_QUARTER, "--epochs", "60"]),
 }
 
 

@@ -36,7 +36,7 @@ from core.training import prepare_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "enhance_epoch.json"
-THREE_QUARTER = (48, 96, 144, 192)
+THREE_QUARTER = tuple(w * 3 // 4 for w in enhance.WIDTHS)
 
 
 def seconds(run) -> float:

@@ -170,10 +170,10 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
     ``full_batches`` fills the last batch too (drawing more examples, or
     without ``balance`` repeating the epoch's first ones), so that every
     batch has one shape: an XLA-compiled step is then compiled once, not
-    twice. ``workers`` > 1 prepares that many batches at
-    once in threads. Each epoch's order and each batch's augmentation come
-    from generators seeded by (``seed``, epoch[, batch]), so the batches are
-    the same whatever the threads' timing.
+    twice. ``workers`` > 1 prepares that many batches at once in threads.
+    Each epoch's order and each batch's augmentation come from generators
+    seeded by (``seed``, epoch[, batch]), so the batches are the same
+    whatever the threads' timing.
     """
     import keras
     counts = np.bincount(y, minlength=n_classes).astype(float)
