@@ -58,7 +58,7 @@ def build_model(n_frames, n_mels, n_classes, widths=WIDTHS, dropout=0.3):
 def training_batches(data, args):
     """The freshly augmented, class-balanced training batches of ``data``, redrawn every epoch."""
     cfg = common.FeatureConfig()
-    augmenter = common.WaveAugment(common.noise_bank(args, cfg) if args.p_noise > 0 else [], cfg,
+    augmenter = common.WaveAugment(common.noise_bank(args, cfg, args.synthetic_wind) if args.p_noise > 0 else [], cfg,
                                    p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
                                    tilt=args.tilt, max_shift=args.max_shift, crop_frames=args.crop_frames or None)
 
@@ -98,6 +98,8 @@ def make_parser():
     p.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS),
                    help="filters of each residual block; each block halves the time axis")
     p.add_argument("--p-noise", type=float, default=0.5, help="probability of mixing wind into a clip")
+    p.add_argument("--synthetic-wind", type=int, default=0,
+                   help="add this many 20 s synthetic wind recordings, each of a random colour, to Noise/wind's")
     p.add_argument("--snr-min", type=float, default=5.0, help="calibrated SNR range (dB, on the active part)")
     p.add_argument("--snr-max", type=float, default=25.0)
     p.add_argument("--tilt", type=float, default=0.5,

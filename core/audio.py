@@ -224,14 +224,27 @@ def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float,
     return mixed.astype(np.float32)
 
 
-def synthetic_wind(n: int, sr: int = 16000, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Wind-like noise: brown noise with slow random gusts, peak-normalised."""
-    rng = rng or np.random.default_rng(0)
-    brown = np.cumsum(rng.standard_normal(n))
-    brown -= np.convolve(brown, np.ones(sr // 10) / (sr // 10), mode="same")  # remove drift
+def synthetic_wind(n: int, sr: int = 16000, rng: np.random.Generator | None = None,
+                   corner_hz: tuple[float, float] = (50.0, 2000.0)) -> np.ndarray:
+    """Wind-like noise of a random colour, with slow random gusts; peak-normalised float32.
+
+    White noise through a first- or second-order Butterworth low-pass (at
+    random) whose corner is log-uniform in ``corner_hz``: real wind ranges from
+    the rumble of wind on a microphone (most power below 100 Hz) to the rush of
+    wind in leaves (power up to about 1 kHz), and a model that heard only a few
+    recordings learns their colour, not wind. The level follows ``exp(d g(t))``:
+    ``g`` a standard normal draw every second, linearly interpolated, ``d``
+    uniform in [0, 1] (steady to gusty).
+    """
+    from scipy.signal import butter, sosfilt   # scipy.signal is slow to import; only training needs it
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    corner = float(np.exp(rng.uniform(np.log(corner_hz[0]), np.log(corner_hz[1]))))
+    lowpass = butter(int(rng.integers(1, 3)), min(corner, 0.45 * sr), "lowpass", fs=sr, output="sos")
     n_gusts = max(2, int(n / sr))
-    gust = np.interp(np.arange(n), np.linspace(0, n, n_gusts), rng.uniform(0.2, 1.0, n_gusts))
-    y = brown * gust
+    gust = np.exp(rng.uniform(0.0, 1.0) * np.interp(np.arange(n), np.linspace(0, n, n_gusts),
+                                                     rng.standard_normal(n_gusts)))
+    y = sosfilt(lowpass, rng.standard_normal(n)) * gust
     return (y / (np.max(np.abs(y)) + 1e-12)).astype(np.float32)
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audio import load_noise_bank
+from .audio import load_noise_bank, synthetic_wind
 from .calibration import (
     activate,
     binary_negative_log_likelihood,
@@ -143,9 +143,15 @@ def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None
                                         for part in ("train", "val", "test")})
 
 
-def noise_bank(args, cfg: FeatureConfig) -> list:
-    """Wind recordings of ``args.data_dir``/Noise/wind (synthetic wind with a warning if none)."""
-    return load_noise_bank(args.data_dir / "Noise" / "wind", cfg.sr)
+def noise_bank(args, cfg: FeatureConfig, synthetic: int = 0) -> list:
+    """Wind recordings of ``args.data_dir``/Noise/wind (synthetic wind with a warning if none).
+
+    ``synthetic`` adds that many 20 s recordings of :func:`synthetic_wind`, each
+    of its own random colour, drawn from ``args.seed``.
+    """
+    rng = np.random.default_rng(args.seed)
+    return (load_noise_bank(args.data_dir / "Noise" / "wind", cfg.sr)
+            + [synthetic_wind(20 * cfg.sr, cfg.sr, rng) for _ in range(synthetic)])
 
 
 def one_hot(y: np.ndarray, n: int) -> np.ndarray:

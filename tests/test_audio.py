@@ -70,14 +70,22 @@ def test_mix_at_snr_random_excerpt_and_silent_noise():
         mix_at_snr(signal, np.zeros(100, np.float32), 0.0)
 
 
-def test_synthetic_wind_is_normalised_low_frequency_noise():
+def low_share(y: np.ndarray, below_hz: float) -> float:
+    """Share of ``y``'s power below ``below_hz``."""
+    power = np.abs(np.fft.rfft(y)) ** 2
+    return float(power[np.fft.rfftfreq(len(y), 1 / SR) < below_hz].sum() / power.sum())
+
+
+def test_synthetic_wind_is_normalised_low_passed_noise_of_a_random_colour():
     wind = synthetic_wind(3 * SR, SR, np.random.default_rng(3))
     assert wind.shape == (3 * SR,) and wind.dtype == np.float32
     assert np.max(np.abs(wind)) == pytest.approx(1.0, abs=1e-6)
-    spectrum = np.abs(np.fft.rfft(wind)) ** 2
-    freqs = np.fft.rfftfreq(len(wind), 1 / SR)
-    assert spectrum[freqs < 500].sum() / spectrum.sum() > 0.9      # wind rumbles, it does not hiss
     np.testing.assert_array_equal(wind, synthetic_wind(3 * SR, SR, np.random.default_rng(3)))
+    rumble = synthetic_wind(3 * SR, SR, np.random.default_rng(3), corner_hz=(60.0, 60.0))
+    assert low_share(rumble, 500.0) > 0.9                          # a 60 Hz corner: wind rumbles, it does not hiss
+    rng = np.random.default_rng(4)
+    shares = [low_share(synthetic_wind(3 * SR, SR, rng), 500.0) for _ in range(20)]
+    assert min(shares) < 0.5 < 0.9 < max(shares)                   # every draw its own colour, rumble to rush
 
 
 def test_load_noise_bank_falls_back_to_synthetic_wind(tmp_path, capsys):

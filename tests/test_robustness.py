@@ -127,3 +127,18 @@ def test_robustness_command_errors(tmp_path, trained_model_dir):
         command.main(["--model-dir", str(tmp_path / "nowhere")])
     with pytest.raises(SystemExit, match="Test: no such split"):
         command.main(["--model-dir", str(trained_model_dir), "--data-dir", str(tmp_path)])
+
+
+def test_the_wind_bench_holds_named_recordings_out_of_noise(tmp_path):
+    from bench.wind_robustness import with_wind_held_out
+    data = tmp_path / "data"
+    for split in ("Training", "Test"):
+        (data / split / "cow").mkdir(parents=True)
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write_wav(data / "Noise" / "wind" / name, np.zeros(160, np.float32))
+    target = with_wind_held_out(data, ("b.wav",), tmp_path / "held")
+    assert sorted(p.name for p in (target / "Noise" / "wind").iterdir()) == ["a.wav", "c.wav"]
+    assert [p.name for p in (target / "heldout" / "wind").iterdir()] == ["b.wav"]
+    assert (target / "Training" / "cow").is_dir() and (target / "Test" / "cow").is_dir()
+    with pytest.raises(SystemExit, match="no recording named d.wav"):
+        with_wind_held_out(data, ("d.wav",), tmp_path / "other")

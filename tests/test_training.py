@@ -52,3 +52,18 @@ def test_length_bucketed_validation_gives_the_padded_windows_outputs_and_loss():
     np.testing.assert_allclose(bucketed, np.asarray(model(x))[order], atol=1e-5)
     assert model.evaluate(length_bucketed(x, targets, 4, 16), verbose=0) == pytest.approx(
         model.evaluate(x, targets, batch_size=4, verbose=0), abs=1e-5)
+
+
+def test_the_noise_bank_adds_synthetic_winds_drawn_from_the_seed(tmp_path):
+    from conftest import write_wav
+
+    from core.features import FeatureConfig
+    from core.training import noise_bank
+    write_wav(tmp_path / "Noise" / "wind" / "gust.wav", np.full(16000, 0.1, np.float32))
+    args = argparse.Namespace(data_dir=tmp_path, seed=7)
+    real, = noise_bank(args, FeatureConfig())
+    bank = noise_bank(args, FeatureConfig(), synthetic=3)
+    assert len(bank) == 4 and np.allclose(bank[0], real) and all(len(w) == 20 * 16000 for w in bank[1:])
+    np.testing.assert_array_equal(bank[1], noise_bank(args, FeatureConfig(), synthetic=1)[1])
+    other = noise_bank(argparse.Namespace(data_dir=tmp_path, seed=8), FeatureConfig(), synthetic=1)[1]
+    assert not np.allclose(bank[1], other)
