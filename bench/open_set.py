@@ -21,6 +21,11 @@ Per score: AUROC and FPR at 95 % TPR, mean ± std over pairs and seeds; plus
 ECE before/after calibration and Test accuracy lost to rejection (known
 classes, rejected clips counted as errors) with the model's own score. The
 default score and design are the ones with the best validation AUROC.
+With several seeds, each pair's models also form a seed ensemble (the mean
+of their calibrated probabilities), scored on the same Test clips by its
+max probability and entropy, with its accuracy and ECE: what three models
+buy over one. It has no validation figure: each seed carves its own
+validation split, so one seed's validation clips trained another.
 Output: markdown tables on stdout and bench/results/open_set.json.
 """
 import argparse
@@ -95,6 +100,22 @@ def score_table(clf, known: np.ndarray, unknown: dict) -> dict:
     return table
 
 
+def seed_ensemble(model_dirs: list[Path], data_dir: Path, folder: Path, pair: tuple) -> dict:
+    """The mean calibrated probabilities of ``model_dirs`` (one pair, several seeds) on the pair's Test clips."""
+    clfs = [common.Classifier(d, "keras") for d in model_dirs]
+    known = common.load_splits(folder, clfs[0].cfg, 0, cache_dir=common.DEFAULT_CACHE).test   # Test: any seed's
+    unknown = features_of(clfs[0], [data_dir / "Test" / c for c in pair])
+    known_probs, unknown_probs = (np.mean([c.analyse(x)[0] for c in clfs], axis=0) for x in (known.x, unknown))
+    scores = {"msp": openset.max_probability_score, "entropy": openset.entropy_score}
+    return {"pair": pair, "members": [str(d) for d in model_dirs],
+            "test": {name: {"auroc": openset.auroc(score(known_probs), score(unknown_probs)),
+                            "fpr95": openset.fpr_at_tpr(score(known_probs), score(unknown_probs))}
+                     for name, score in scores.items()},
+            "accuracy": float(np.mean(known_probs.argmax(axis=1) == known.y)),
+            "ece": calibration.expected_calibration_error(known_probs, known.y),
+            "ece_if_calibrated": calibration.ece_if_calibrated(known_probs)}
+
+
 def model_figures(model_dir: Path) -> dict:
     m = json.loads((model_dir / "metrics.json").read_text())
     return {"ece": m["ece"], "ece_uncalibrated": m["ece_uncalibrated"], "accuracy": m["accuracy"],
@@ -125,7 +146,7 @@ def leave_pair_out(variant, data_dir, work, seed, pair, design, extra, reuse) ->
     # what a perfectly calibrated model would measure on these few clips (recomputed: older models lack it)
     ece_floor = calibration.ece_if_calibrated(clf.analyse(split.test.x)[0])
     return {"pair": pair, "validation": val["validation"], "test": test["test"], "hour_unknown": hours,
-            **model_figures(model_dir), "ece_if_calibrated": ece_floor}
+            **model_figures(model_dir), "ece_if_calibrated": ece_floor, "model_dir": str(model_dir)}
 
 
 def non_animal(variant, data_dir, work, seed, extra, reuse) -> dict:
@@ -160,6 +181,14 @@ def tables(results: dict) -> str:
                          f"{mean_std([r['ece_if_calibrated'] for r in pair_runs])}); Test accuracy lost to rejection "
                          f"{mean_std([r['accuracy_lost'] for r in pair_runs])}; one hour of noise called unknown "
                          f"{hours} | | | |")
+        for design, pair_runs in runs.get("seed_ensemble", {}).items():
+            for score in pair_runs[0]["test"]:
+                cells = [mean_std([r["test"][score][key] for r in pair_runs]) for key in ("auroc", "fpr95")]
+                lines.append(f"| {design} | seed ensemble, {score} | – | " + " | ".join(cells) + " |")
+            lines.append(f"| {design} | seed ensemble ({len(pair_runs[0]['members'])} seeds, {len(pair_runs)} pairs): "
+                         f"Test accuracy {mean_std([r['accuracy'] for r in pair_runs])}, ECE "
+                         f"{mean_std([r['ece'] for r in pair_runs])} (a perfectly calibrated model: "
+                         f"{mean_std([r['ece_if_calibrated'] for r in pair_runs])}) | | | |")
         if runs["non_animal"]:
             rows = runs["non_animal"]
             lines += [f"\n**{variant}: non-animal sounds never seen in training** (AUROC / FPR95)", "",
@@ -201,6 +230,11 @@ def main(argv=None):
             if not args.no_non_animal:
                 runs["non_animal"].append(non_animal(variant, data_dir, args.work, seed, extra, args.reuse))
             print(tables(results), flush=True)
+        if len(args.seeds) > 1:
+            for design, pair_runs in runs["leave_out"].items():
+                runs.setdefault("seed_ensemble", {})[design] = [
+                    seed_ensemble([Path(r["model_dir"]) for r in pair_runs if r["pair"] == pair], data_dir,
+                                  args.work / "lco" / "+".join(pair), pair) for pair in pairs]
     text = tables(results)
     print(text)
     out = ROOT / "bench" / "results" / f"{args.name}.json"

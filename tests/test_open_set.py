@@ -115,3 +115,19 @@ def test_ood_py_refuses_an_empty_folder_in_one_line(trained_model_dir, tmp_path)
     with pytest.raises(SystemExit) as e:
         ood.main(["--model-dir", str(trained_model_dir), "--ood-dir", str(tmp_path / "empty"), "--mc-samples", "0"])
     assert e.value.code == f"error: {tmp_path / 'empty'}: no readable recordings"
+
+
+def test_a_seed_ensemble_of_one_model_twice_scores_as_that_model(trained_model_dir, data_dir, tmp_path, monkeypatch):
+    from bench.open_set import features_of, seed_ensemble
+    from core import openset
+    monkeypatch.setattr(common, "DEFAULT_CACHE", tmp_path / "cache")
+    clf = common.Classifier(trained_model_dir, "keras")
+    pair = tuple(clf.classes[:2])
+    result = seed_ensemble([trained_model_dir, trained_model_dir], data_dir, data_dir, pair)
+    known = common.load_splits(data_dir, clf.cfg, 0, cache_dir=tmp_path / "cache").test
+    known_probs = clf.analyse(known.x)[0]
+    unknown_probs = clf.analyse(features_of(clf, [data_dir / "Test" / c for c in pair]))[0]
+    for name, score in (("msp", openset.max_probability_score), ("entropy", openset.entropy_score)):
+        assert result["test"][name]["auroc"] == pytest.approx(openset.auroc(score(known_probs), score(unknown_probs)))
+    assert result["accuracy"] == pytest.approx(np.mean(known_probs.argmax(axis=1) == known.y))
+    assert 0.0 <= result["ece_if_calibrated"] <= 1.0 and result["members"] == [str(trained_model_dir)] * 2
