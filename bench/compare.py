@@ -129,6 +129,20 @@ def ensemble_row(model_dirs: list, data_dir: Path) -> dict:
             "ms_per_clip": 1000 * float(np.median(times))}
 
 
+def model_dir_of(work: Path, variant: str, seed: int, tag: str = "") -> Path:
+    """Where :func:`run_variant` puts ``variant``'s model for ``seed`` (``tag`` tells runs with other flags apart)."""
+    return work / "model" / f"{variant}{tag}-seed{seed}"
+
+
+def trained(variant: str, data_dir: Path, work: Path, seed: int, flags: list, tag: str = "",
+            reuse: bool = False) -> Path:
+    """The model directory of ``variant`` trained with ``flags``; with ``reuse``, an earlier run's if it finished."""
+    model_dir = model_dir_of(work, variant, seed, tag)
+    if not (reuse and (model_dir / "metrics.json").is_file()):
+        run_variant(variant, data_dir, work, seed, flags, tag)
+    return model_dir
+
+
 def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list, tag: str = "",
                 threads: int | None = None, folds: int = 1) -> list[dict]:
     """Train one variant as a user would, then measure its size and per-clip inference time.
@@ -143,7 +157,7 @@ def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list
     if threads:
         env.update({k: str(threads) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                                               "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-    model_dir = work / "model" / f"{variant}{tag}-seed{seed}"
+    model_dir = model_dir_of(work, variant, seed, tag)
     script, *variant_flags = VARIANTS[variant].split()
     cmd = [sys.executable, str(ROOT / script), *variant_flags, "--data-dir", str(data_dir), "--model-dir",
            str(model_dir), "--seed", str(seed), "--charts-dir", str(work / "charts"), "--quiet", *extra,
@@ -252,7 +266,7 @@ def main(argv=None):
                                                             folds=args.folds))
         if set(ENSEMBLE) <= set(args.variants) and args.folds == 1:
             runs.setdefault(" + ".join(ENSEMBLE), []).append(ensemble_row(
-                [args.work / "model" / f"{variant}{tag}-seed{seed}" for variant in ENSEMBLE], data_dir))
+                [model_dir_of(args.work, variant, seed, tag) for variant in ENSEMBLE], data_dir))
         print(summarise(runs, unit="folds" if args.folds > 1 else "seeds"), flush=True)
     publish(runs, args.seeds, args.name + (f"-folds{args.folds}" if args.folds > 1 else ""), folds=args.folds)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import common
-from bench.compare import ROOT, add_data_flags, prepare_split, run_variant
+from bench.compare import ROOT, add_data_flags, prepare_split, trained
 from core import calibration, ood_eval, openset
 from core.synthetic_noise import KINDS, iter_synthetic_noise, synthetic_noise
 
@@ -121,14 +121,6 @@ def model_figures(model_dir: Path) -> dict:
     return {"ece": m["ece"], "ece_uncalibrated": m["ece_uncalibrated"], "accuracy": m["accuracy"],
             "accuracy_lost": m["accuracy"] - m["accuracy_after_rejection"], "test_rejected": m["test_rejected"],
             "ood_score": m["ood_score"], "train_seconds": m["train_seconds"]}
-
-
-def trained(variant, data_dir, work, seed, flags: list, tag: str, reuse: bool) -> Path:
-    """The model directory of ``variant`` trained with ``flags``; with ``reuse``, an earlier run's if it finished."""
-    model_dir = work / "model" / f"{variant}{tag}-seed{seed}"
-    if not (reuse and (model_dir / "metrics.json").is_file()):
-        run_variant(variant, data_dir, work, seed, flags, tag)
-    return model_dir
 
 
 def leave_pair_out(variant, data_dir, work, seed, pair, design, extra, reuse) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 import common
-from bench.compare import ROOT, add_data_flags, prepare_split, run_variant
+from bench.compare import ROOT, add_data_flags, prepare_split, trained
 
 HELD_OUT = ("kakapo_leaves.wav", "openclonk_windloop.wav")
 SNRS = (10, 5, 0, -5)
@@ -86,9 +86,7 @@ def main(argv=None):
     runs = {}
     for seed in args.seeds:
         for row in args.rows:
-            model_dir = args.work / "wind" / "model" / f"enhance-{row}-seed{seed}"
-            if not (args.reuse and (model_dir / "metrics.json").is_file()):
-                run_variant("enhance", data_dir, args.work / "wind", seed, ROWS[row][1], f"-{row}")
+            model_dir = trained("enhance", data_dir, args.work / "wind", seed, ROWS[row][1], f"-{row}", args.reuse)
             val = json.loads((model_dir / "metrics.json").read_text())["val_macro_f1"]
             runs.setdefault(ROWS[row][0], []).append(
                 {"seed": seed, "val macro-F1": val, **wind_curve(model_dir, data_dir / "heldout" / "wind")})
