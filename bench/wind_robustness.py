@@ -14,6 +14,7 @@ choose. Output: a markdown table to stdout and bench/results/<--name>.json.
 """
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,11 +41,12 @@ def with_wind_held_out(data_dir: Path, held_out: tuple, target: Path) -> Path:
         if not (target / split).exists():
             target.mkdir(parents=True, exist_ok=True)
             (target / split).symlink_to((data_dir / split).resolve(), target_is_directory=True)
+    for side in ("Noise", "heldout"):   # laid out afresh: an earlier run may have held out other recordings
+        shutil.rmtree(target / side, ignore_errors=True)
     for recording in sorted((data_dir / "Noise" / "wind").iterdir()):
         link = target / ("heldout" if recording.name in held_out else "Noise") / "wind" / recording.name
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(recording.resolve())
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(recording.resolve())
     missing = set(held_out) - {p.name for p in (target / "heldout" / "wind").glob("*")}
     if missing:
         raise SystemExit(f"error: {data_dir / 'Noise' / 'wind'}: no recording named {', '.join(sorted(missing))}")

@@ -140,5 +140,8 @@ def test_the_wind_bench_holds_named_recordings_out_of_noise(tmp_path):
     assert sorted(p.name for p in (target / "Noise" / "wind").iterdir()) == ["a.wav", "c.wav"]
     assert [p.name for p in (target / "heldout" / "wind").iterdir()] == ["b.wav"]
     assert (target / "Training" / "cow").is_dir() and (target / "Test" / "cow").is_dir()
+    with_wind_held_out(data, ("a.wav",), target)                  # another choice in the same folder
+    assert sorted(p.name for p in (target / "Noise" / "wind").iterdir()) == ["b.wav", "c.wav"]
+    assert [p.name for p in (target / "heldout" / "wind").iterdir()] == ["a.wav"]
     with pytest.raises(SystemExit, match="no recording named d.wav"):
         with_wind_held_out(data, ("d.wav",), tmp_path / "other")
