@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from conftest import BAD_INPUTS, tone, write_bad_inputs, write_truncated_wav, write_wav
 
-from core.audio import AudioError, active_power, fit_noise, load_audio, load_noise_bank, mix_at_snr, synthetic_wind
+from core.audio import (AudioError, active_power, fit_noise, load_audio, load_noise_bank, mix_at_snr, stream_audio,
+                        synthetic_wind)
 
 SR = 16000
 
@@ -139,6 +140,18 @@ def test_resampled_8bit_stereo_loads_as_mono_16k(tmp_path):
     out = load_audio(path, SR)
     assert out.ndim == 1 and abs(len(out) - SR) <= 2
     assert np.max(np.abs(out)) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_16_bit_pcm_streams_as_libsndfile_reads_it_in_float(tmp_path, channels):
+    import soundfile as sf
+    frames = np.random.default_rng(5).integers(-32768, 32768, (20000, channels)).astype(np.int16)
+    frames[:2] = [[-32768] * channels, [32767] * channels]   # both ends of the range
+    path = tmp_path / "rec.wav"
+    sf.write(path, frames, SR, subtype="PCM_16")
+    expected = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)
+    got = np.concatenate(list(stream_audio(path, SR, block_seconds=0.3)))
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
 
 
 def test_active_power_keeps_what_librosa_split_keeps():
