@@ -14,6 +14,7 @@ module re-exports what the commands use, so that a command reads
 - ``core.backends``       one model run by Keras, ONNX Runtime or LiteRT (TFLite)
 - ``core.inference``      loading a model directory safely and classifying recordings
 - ``core.audio_sources``  microphone and file streams for live classification
+- ``core.allocator``      glibc keeps freed memory for reuse (inference and training runs)
 
 Two modules are not re-exported because they import Keras (hence TensorFlow,
 ~10 s): ``core.layers`` (the custom layers saved models use) and
@@ -26,6 +27,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from core.allocator import keep_freed_memory  # noqa: E402,F401
 from core.audio import (AUDIO_EXTENSIONS, AudioError, active_power, fit_noise, is_audio_file,  # noqa: E402,F401
                         load_audio, load_noise_bank, mix_at_snr, stream_audio, synthetic_wind, warn)
 from core.audio_sources import (AudioSource, FileSource, MicrophoneSource, SourceLost,  # noqa: E402,F401

@@ -19,7 +19,7 @@ from bench.compare import add_data_flags, prepare_split, publish, run_variant, s
 from enhance import WIDTHS
 
 THREE_QUARTER = ["--widths", *(str(w * 3 // 4) for w in WIDTHS)]
-ROWS = {   # short name: (what changes, enhance.py flags)
+ROWS = {   # short name: (what changes, enhance.py flags[, environment])
     "full": ("the full recipe", []),
     "no-wind": ("no wind mixing", ["--p-noise", "0"]),
     "no-tilt": ("no spectral tilt", ["--tilt", "0"]),
@@ -37,6 +37,8 @@ ROWS = {   # short name: (what changes, enhance.py flags)
     "no-xla": ("the training step without XLA (the same network and recipe)", ["--no-xla"]),
     "widths-3q": ("three-quarter widths (48, 96, 144, 192 filters)", THREE_QUARTER),
     "widths-3q-epochs-60": ("three-quarter widths, 60 epochs", [*THREE_QUARTER, "--epochs", "60"]),
+    "glibc-malloc": ("glibc's default allocator, which maps and unmaps large blocks (core.allocator)", [],
+                     {"ANIMAL_SOUNDS_KEEP_FREED_MEMORY": "0"}),
 }
 
 
@@ -55,7 +57,9 @@ def main(argv=None):
 
     def run(row_seed):
         row, seed = row_seed
-        return run_variant("enhance", data_dir, args.work / "ablation", seed, ROWS[row][1], f"-{row}", threads)
+        _, flags, *env = ROWS[row]
+        return run_variant("enhance", data_dir, args.work / "ablation", seed, flags, f"-{row}", threads,
+                           env=env[0] if env else None)
 
     runs = {}
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -144,16 +144,16 @@ def trained(variant: str, data_dir: Path, work: Path, seed: int, flags: list, ta
 
 
 def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list, tag: str = "",
-                threads: int | None = None, folds: int = 1) -> list[dict]:
+                threads: int | None = None, folds: int = 1, env: dict | None = None) -> list[dict]:
     """Train one variant as a user would, then measure its size and per-clip inference time.
 
     Returns one row per test measurement: the run's, or with ``folds`` > 1
     (the script's ``--folds``) each fold's, all with the kept model's size
     and time. The model goes to ``work``/model/<variant><tag>-seed<seed>.
     ``threads`` caps TensorFlow's and BLAS's threads in the training process,
-    for runs side by side.
+    for runs side by side; ``env`` adds environment variables to it.
     """
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if threads:
         env.update({k: str(threads) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                                               "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")})

@@ -50,6 +50,7 @@ def main():
     p.add_argument("--data-dir", type=Path, default=ROOT / "bench" / "results" / "compare" / "Animals_Sounds")
     p.add_argument("--rounds", type=int, default=7, help="timed epochs per setting, taking turns")
     bench = p.parse_args()
+    common.keep_freed_memory()   # as every training run does (core.training.run_experiment)
     import keras
     args = enhance.make_parser().parse_args(["--data-dir", str(bench.data_dir), "--quiet"])
     keras.utils.set_random_seed(args.seed)

@@ -7,7 +7,6 @@ whichever a list of directories asks for.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import json
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .allocator import keep_freed_memory
 from .audio import warn
 from .backbones import BackboneUnavailable
 from .backends import ModelDirError, load_predictor
@@ -26,27 +26,6 @@ from .negatives import BACKGROUND
 from .rejection import EMBEDDING_SCORES, OpenSet
 from .reports import latest_runs
 from .windows import iter_windows
-
-
-@functools.cache
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep freed blocks of up to 32 MB for reuse, for the rest of the process.
-
-    Each window's front end allocates and frees arrays of 1-2 MB. By default
-    glibc maps every such block afresh and unmaps it when freed, so its pages
-    fault in again on every window: measured here, a 16 s window's log-Mel
-    map took 6.1 ms that way and 2.0 ms with the blocks kept, and a one-hour
-    recording's whole run 17 % less time, at the same peak memory. A no-op
-    where the C library has no ``mallopt`` (macOS, Windows).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):
-        return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3   # <malloc.h>
-    mallopt(m_mmap_threshold, 32 << 20)
-    mallopt(m_trim_threshold, 64 << 20)
-    mallopt(m_top_pad, 16 << 20)
 
 
 def read_model_config(model_dir) -> dict:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .allocator import keep_freed_memory
 from .audio import load_noise_bank, synthetic_wind
 from .calibration import (
     activate,
@@ -420,6 +421,7 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front
     cross-validated instead (:func:`core.folds.run_folds`), which returns
     the summary over folds.
     """
+    keep_freed_memory()
     if args.folds != 1:
         from .folds import run_folds  # core.folds builds on this module
         return run_folds(variant, args, train_fn, with_audio, front_end, extra_report, refit)
