@@ -320,9 +320,10 @@ def load_clips(files, labels, classes, cfg: FeatureConfig, cache: FeatureCache |
             x = cache.get("features", cfg.key(), digest) if cache else None
             y = cached_audio(path, digest, cfg, cache) if with_audio or x is None else None
             if x is None:
-                x = clip_features(y.astype(np.float32), cfg)
+                # float16, as the cache keeps them: the run that fills the cache sees the features every later run reads
+                x = clip_features(y.astype(np.float32), cfg).astype(np.float16)
                 if cache:
-                    cache.put("features", cfg.key(), digest, x.astype(np.float16))
+                    cache.put("features", cfg.key(), digest, x)
         except AudioError as e:
             warn(f"skipping {e}")
             skipped += 1

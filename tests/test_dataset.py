@@ -193,6 +193,9 @@ def test_load_splits_carves_validation_from_training(data_dir, cache_dir):
     assert set(data.val.y) == {0, 1, 2}                        # stratified: every class validated
     again = load_splits(data_dir, CFG, seed=42, val_size=0.2, cache_dir=cache_dir)
     assert again.val.files == data.val.files and again.manifest_hash == data.manifest_hash
+    # the run that filled the cache saw the very features later runs read from it
+    assert all(np.array_equal(a.x, b.x) for a, b in ((data.train, again.train), (data.val, again.val),
+                                                      (data.test, again.test)))
 
 
 def build_messy_data_dir(root):
