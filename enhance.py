@@ -58,7 +58,8 @@ def build_model(n_frames, n_mels, n_classes, widths=WIDTHS, dropout=0.3):
 def training_batches(data, args):
     """The freshly augmented, class-balanced training batches of ``data``, redrawn every epoch."""
     cfg = common.FeatureConfig()
-    augmenter = common.WaveAugment(common.noise_bank(args, cfg, args.synthetic_wind) if args.p_noise > 0 else [], cfg,
+    bank = common.noise_bank(args, cfg, args.synthetic_wind, args.synthetic_wind_corner) if args.p_noise > 0 else []
+    augmenter = common.WaveAugment(bank, cfg,
                                    p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
                                    tilt=args.tilt, max_shift=args.max_shift, crop_frames=args.crop_frames or None)
 
@@ -100,6 +101,8 @@ def make_parser():
     p.add_argument("--p-noise", type=float, default=0.5, help="probability of mixing wind into a clip")
     p.add_argument("--synthetic-wind", type=int, default=0,
                    help="add this many 20 s synthetic wind recordings, each of a random colour, to Noise/wind's")
+    p.add_argument("--synthetic-wind-corner", type=float, nargs=2, default=[50.0, 2000.0], metavar=("LOW", "HIGH"),
+                   help="range (Hz) of the synthetic winds' low-pass corners, drawn log-uniform")
     p.add_argument("--snr-min", type=float, default=5.0, help="calibrated SNR range (dB, on the active part)")
     p.add_argument("--snr-max", type=float, default=25.0)
     p.add_argument("--tilt", type=float, default=0.5,

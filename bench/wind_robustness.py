@@ -32,6 +32,8 @@ ROWS = {   # short name: (what changes, enhance.py flags)
     "snr-5": ("wind at -5 to 25 dB", ["--snr-min", "-5"]),
     "synthetic-wind": ("+ 16 synthetic winds of random colour", ["--synthetic-wind", "16"]),
     "synthetic-wind-snr-5": ("+ 16 synthetic winds, at -5 to 25 dB", ["--synthetic-wind", "16", "--snr-min", "-5"]),
+    "synthetic-wind-broadband": ("+ 16 synthetic winds, corners up to 8 kHz",
+                                 ["--synthetic-wind", "16", "--synthetic-wind-corner", "50", "8000"]),
 }
 
 

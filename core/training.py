@@ -144,15 +144,16 @@ def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None
                                         for part in ("train", "val", "test")})
 
 
-def noise_bank(args, cfg: FeatureConfig, synthetic: int = 0) -> list:
+def noise_bank(args, cfg: FeatureConfig, synthetic: int = 0, corner_hz: tuple[float, float] = (50.0, 2000.0)) -> list:
     """Wind recordings of ``args.data_dir``/Noise/wind (synthetic wind with a warning if none).
 
     ``synthetic`` adds that many 20 s recordings of :func:`synthetic_wind`, each
-    of its own random colour, drawn from ``args.seed``.
+    of its own random colour (low-pass corner log-uniform in ``corner_hz``),
+    drawn from ``args.seed``.
     """
     rng = np.random.default_rng(args.seed)
     return (load_noise_bank(args.data_dir / "Noise" / "wind", cfg.sr)
-            + [synthetic_wind(20 * cfg.sr, cfg.sr, rng) for _ in range(synthetic)])
+            + [synthetic_wind(20 * cfg.sr, cfg.sr, rng, corner_hz) for _ in range(synthetic)])
 
 
 def one_hot(y: np.ndarray, n: int) -> np.ndarray:

@@ -67,3 +67,9 @@ def test_the_noise_bank_adds_synthetic_winds_drawn_from_the_seed(tmp_path):
     np.testing.assert_array_equal(bank[1], noise_bank(args, FeatureConfig(), synthetic=1)[1])
     other = noise_bank(argparse.Namespace(data_dir=tmp_path, seed=8), FeatureConfig(), synthetic=1)[1]
     assert not np.allclose(bank[1], other)
+
+    def share_above_1khz(wind):
+        power = np.abs(np.fft.rfft(wind)) ** 2
+        return power[np.fft.rfftfreq(len(wind), 1 / 16000) > 1000].sum() / power.sum()
+    rumble, hiss = (noise_bank(args, FeatureConfig(), 1, corner_hz)[1] for corner_hz in ((50, 60), (5000, 6000)))
+    assert share_above_1khz(rumble) < 0.05 < 0.5 < share_above_1khz(hiss)
