@@ -28,8 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from core.allocator import keep_freed_memory  # noqa: E402,F401
-from core.audio import (AUDIO_EXTENSIONS, AudioError, active_power, fit_noise, is_audio_file,  # noqa: E402,F401
-                        load_audio, load_noise_bank, mix_at_snr, stream_audio, synthetic_wind, warn)
+from core.audio import (AUDIO_EXTENSIONS, WIND_CORNERS_HZ, AudioError, active_power, fit_noise,  # noqa: E402,F401
+                        is_audio_file, load_audio, load_noise_bank, mix_at_snr, stream_audio, synthetic_wind, warn)
 from core.audio_sources import (AudioSource, FileSource, MicrophoneSource, SourceLost,  # noqa: E402,F401
                                 SourceUnavailable, list_input_devices)
 from core.augment import WaveAugment, mixup, random_crop, spec_augment, time_shift  # noqa: E402,F401

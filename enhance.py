@@ -101,7 +101,8 @@ def make_parser():
     p.add_argument("--p-noise", type=float, default=0.5, help="probability of mixing wind into a clip")
     p.add_argument("--synthetic-wind", type=int, default=0,
                    help="add this many 20 s synthetic wind recordings, each of a random colour, to Noise/wind's")
-    p.add_argument("--synthetic-wind-corner", type=float, nargs=2, default=[50.0, 2000.0], metavar=("LOW", "HIGH"),
+    p.add_argument("--synthetic-wind-corner", type=float, nargs=2, default=list(common.WIND_CORNERS_HZ),
+                   metavar=("LOW", "HIGH"),
                    help="range (Hz) of the synthetic winds' low-pass corners, drawn log-uniform")
     p.add_argument("--snr-min", type=float, default=5.0, help="calibrated SNR range (dB, on the active part)")
     p.add_argument("--snr-max", type=float, default=25.0)

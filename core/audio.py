@@ -234,8 +234,11 @@ def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float,
     return mixed.astype(np.float32)
 
 
+WIND_CORNERS_HZ = (50.0, 2000.0)   # synthetic winds' low-pass corners: from rumble on a microphone to leaves
+
+
 def synthetic_wind(n: int, sr: int = 16000, rng: np.random.Generator | None = None,
-                   corner_hz: tuple[float, float] = (50.0, 2000.0)) -> np.ndarray:
+                   corner_hz: tuple[float, float] = WIND_CORNERS_HZ) -> np.ndarray:
     """Wind-like noise of a random colour, with slow random gusts; peak-normalised float32.
 
     White noise through a first- or second-order Butterworth low-pass (at

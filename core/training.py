@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .allocator import keep_freed_memory
-from .audio import load_noise_bank, synthetic_wind
+from .audio import WIND_CORNERS_HZ, load_noise_bank, synthetic_wind
 from .calibration import (
     activate,
     binary_negative_log_likelihood,
@@ -144,7 +144,7 @@ def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None
                                         for part in ("train", "val", "test")})
 
 
-def noise_bank(args, cfg: FeatureConfig, synthetic: int = 0, corner_hz: tuple[float, float] = (50.0, 2000.0)) -> list:
+def noise_bank(args, cfg: FeatureConfig, synthetic: int = 0, corner_hz: tuple[float, float] = WIND_CORNERS_HZ) -> list:
     """Wind recordings of ``args.data_dir``/Noise/wind (synthetic wind with a warning if none).
 
     ``synthetic`` adds that many 20 s recordings of :func:`synthetic_wind`, each
