@@ -38,8 +38,9 @@ from core.backends import (BACKENDS, FILES, MODEL_FILE, ONNX_FILE, TFLITE_FILE, 
 from core.dataset import (CLASS_NAMES, DATASET_URL, DEFAULT_CACHE, DataSplits, DatasetError,  # noqa: E402,F401
                           canonical_class, class_weights, download_archive, group_split, import_dataset,
                           import_noise, list_class_files, load_clips, load_splits)
-from core.features import (FeatureCache, FeatureConfig, clip_features, file_hash, log_mel,  # noqa: E402,F401
-                           n_real_frames, normalize_frames)
+from core.features import (SCALINGS, FeatureCache, FeatureConfig, clip_features, file_hash,  # noqa: E402,F401
+                           log_mel, n_real_frames, normalize_frames)
+from core.front_ends import LogMel  # noqa: E402,F401
 from core.inference import (Classifier, Ensemble, default_model_dir, load_classifier,  # noqa: E402,F401
                             read_model_config)
 from core.reports import atomic_write, evaluate, write_charts  # noqa: E402,F401

@@ -54,7 +54,7 @@ def main():
     import keras
     args = enhance.make_parser().parse_args(["--data-dir", str(bench.data_dir), "--quiet"])
     keras.utils.set_random_seed(args.seed)
-    data = prepare_data(args, with_audio=True)
+    data = prepare_data(args, True, common.LogMel(enhance.feature_config(args)))
     n = len(data.classes)
     batches = enhance.training_batches(data, args)
 

@@ -29,11 +29,16 @@ HELD_OUT = ("kakapo_leaves.wav", "openclonk_windloop.wav")
 SNRS = (10, 5, 0, -5)
 ROWS = {   # short name: (what changes, enhance.py flags)
     "shipped": ("the shipped recipe (wind at 5-25 dB)", []),
+    "db": ("the dB map (--scaling db), the shipped recipe before PCEN", ["--scaling", "db"]),
     "snr-5": ("wind at -5 to 25 dB", ["--snr-min", "-5"]),
     "synthetic-wind": ("+ 16 synthetic winds of random colour", ["--synthetic-wind", "16"]),
     "synthetic-wind-snr-5": ("+ 16 synthetic winds, at -5 to 25 dB", ["--synthetic-wind", "16", "--snr-min", "-5"]),
     "synthetic-wind-broadband": ("+ 16 synthetic winds, corners up to 8 kHz",
                                  ["--synthetic-wind", "16", "--synthetic-wind-corner", "50", "8000"]),
+    "pcen": ("PCEN instead of dB (--scaling pcen)", ["--scaling", "pcen"]),
+    "pcen-synthetic-wind-broadband": ("PCEN, + 16 synthetic winds, corners up to 8 kHz",
+                                      ["--scaling", "pcen", "--synthetic-wind", "16", "--synthetic-wind-corner", "50",
+                                       "8000"]),
 }
 
 

@@ -27,16 +27,34 @@ import scipy.fft
 FEATURE_VERSION = 1  # bump when the meaning of the features changes, so old models are refused
 
 
+SCALINGS = ("db", "pcen")
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
-    """Parameters of the log-Mel front end (the design fixes the defaults)."""
+    """Parameters of the log-Mel front end (the design fixes the defaults).
+
+    ``scaling`` is how the mel power becomes the map: ``"db"``, decibels
+    relative to the loudest bin (:func:`power_to_db`), or ``"pcen"``,
+    per-channel energy normalisation (:func:`pcen`, with the ``pcen_*``
+    parameters). A config.json written before PCEN existed reads as ``"db"``.
+    """
     sr: int = 16000
     n_mels: int = 128
     n_fft: int = 1024
     hop_length: int = 512
     n_frames: int = 500
     top_db: float = 80.0
+    scaling: str = "db"
+    pcen_time_constant: float = 0.06   # the PCEN parameters were chosen on validation: bench/pcen_params.py
+    pcen_gain: float = 0.8
+    pcen_bias: float = 2.0
+    pcen_power: float = 0.25
     version: int = FEATURE_VERSION
+
+    def __post_init__(self):
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling {self.scaling!r}: one of {', '.join(SCALINGS)}")
 
     @property
     def window_seconds(self) -> float:
@@ -145,14 +163,45 @@ def power_to_db(mel: np.ndarray, top_db: float) -> np.ndarray:
     return np.maximum(db, np.float32(-top_db), out=db)
 
 
+PCEN_INPUT_SCALE = 2.0 ** 31   # librosa's advice for audio in [-1, 1]: PCEN's bias and eps assume integer levels
+PCEN_EPS = 1e-6
+
+
+def pcen(mel: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Per-channel energy normalisation of a (frames, n_mels) mel power map, as ``librosa.pcen``; float32.
+
+    Each band is divided by its own energy smoothed over time, M (a first-order
+    IIR filter of time constant ``cfg.pcen_time_constant``), raised to
+    ``pcen_gain``, then compressed: ``(S / (eps + M) ** gain + bias) ** power -
+    bias ** power``, on the power scaled by ``PCEN_INPUT_SCALE``. The smoother
+    starts at the window's first frame (librosa's default starts it at 1, which
+    boosts a window that opens mid-call). Why it exists: a steady or slowly
+    varying background (wind, rain, a hum) is turned down band by band, where
+    the dB map keeps it at its level under the call.
+    """
+    s = mel.astype(np.float64) * PCEN_INPUT_SCALE
+    t = cfg.pcen_time_constant * cfg.sr / cfg.hop_length
+    b = (np.sqrt(1 + 4 * t ** 2) - 1) / (2 * t ** 2)
+    import scipy.signal   # half a second of import here, which the dB front end does not need
+    smooth, _ = scipy.signal.lfilter([b], [1, b - 1], s, axis=0, zi=(1 - b) * s[:1])
+    gain = np.exp(-cfg.pcen_gain * (np.log(PCEN_EPS) + np.log1p(smooth / PCEN_EPS)))
+    bias, power = cfg.pcen_bias, cfg.pcen_power
+    return (bias ** power * np.expm1(power * np.log1p(s * gain / bias))).astype(np.float32)
+
+
+def scale_mel(mel: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The map of a (frames, n_mels) mel power map that ``cfg.scaling`` names: dB or PCEN."""
+    return power_to_db(mel, cfg.top_db) if cfg.scaling == "db" else pcen(mel, cfg)
+
+
 def log_mel(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Log-Mel spectrogram of ``y``, shape (frames, n_mels), in dB (float32).
+    """Log-Mel spectrogram of ``y``, shape (frames, n_mels), in dB (float32), or PCEN (``cfg.scaling``).
 
     As ``librosa.power_to_db(librosa.feature.melspectrogram(...), ref=np.max)``:
     centred frames (zero padding, :func:`centred_frames`), periodic Hann
     window, power 2, dB relative to the loudest bin, floored ``top_db`` below it.
     """
-    return power_to_db(mel_power(centred_frames(y, cfg), cfg), cfg.top_db)
+    return scale_mel(mel_power(centred_frames(y, cfg), cfg), cfg)
 
 
 def log_mels(windows: list[np.ndarray], starts: list[int], cfg: FeatureConfig) -> list[np.ndarray]:
@@ -178,7 +227,7 @@ def log_mels(windows: list[np.ndarray], starts: list[int], cfg: FeatureConfig) -
             known[inside] = clear[inside] & previous[2][shifted[inside]]
             mel[known] = previous[1][shifted[known]]
         mel[~known] = mel_power(frames[~known], cfg)
-        out.append(power_to_db(mel, cfg.top_db))
+        out.append(scale_mel(mel, cfg))
         previous = (start, mel, clear)
     return out
 

@@ -140,6 +140,8 @@ class MFCC:
     def __init__(self, params: MFCCConfig | None = None, cfg: FeatureConfig | None = None):
         self.params = params or MFCCConfig()
         self.cfg = cfg or FeatureConfig()
+        if self.cfg.scaling != "db":
+            raise ValueError(f"MFCCs are of the dB map: scaling {self.cfg.scaling!r} has none")
         if self.params.n_mfcc > self.cfg.n_mels:
             raise ValueError(f"n_mfcc {self.params.n_mfcc}: at most n_mels ({self.cfg.n_mels}) coefficients")
         self.input_shape = (self.cfg.n_frames, self.params.n_features)

@@ -8,7 +8,8 @@ from conftest import tone, write_wav
 
 from core import dataset, features
 from core.audio import load_audio
-from core.features import FeatureCache, FeatureConfig, clip_features, log_mel, log_mels, n_real_frames
+from core.features import (FeatureCache, FeatureConfig, centred_frames, clip_features, log_mel, log_mels,
+                           mel_power, n_real_frames, pcen, power_to_db, scale_mel)
 from core.front_ends import MFCC, LogMel
 from core.windows import SlidingWindows, iter_windows
 
@@ -28,6 +29,48 @@ def test_clip_features_normalised_then_zero_padded():
     real = 1 + SR // CFG.hop_length                   # centred frames of 1 s of audio
     assert abs(x[:real].mean()) < 1e-4 and x[:real].std() == pytest.approx(1.0, abs=1e-3)
     assert not np.any(x[real:])                       # "post" padding, zero = the clip's mean level
+
+
+def test_pcen_is_librosas_with_the_smoother_started_at_the_first_frame():
+    librosa = pytest.importorskip("librosa")
+    import scipy.signal
+    cfg = FeatureConfig(scaling="pcen")
+    y = tone("moo", 3.0) + 0.05 * np.random.default_rng(0).standard_normal(3 * SR).astype(np.float32)
+    mel = mel_power(centred_frames(y, cfg), cfg)
+    s = mel.T.astype(np.float64) * 2.0 ** 31                 # librosa: (bands, frames), audio scaled to integers
+    t = cfg.pcen_time_constant * SR / cfg.hop_length
+    b = (np.sqrt(1 + 4 * t ** 2) - 1) / (2 * t ** 2)
+    zi = scipy.signal.lfilter_zi([b], [1, b - 1]) * s[:, :1]  # the smoother's steady state at the first frame
+    expected = librosa.pcen(s, sr=SR, hop_length=cfg.hop_length, gain=cfg.pcen_gain, bias=cfg.pcen_bias,
+                            power=cfg.pcen_power, time_constant=cfg.pcen_time_constant, eps=1e-6, zi=zi)
+    got = pcen(mel, cfg)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scale_mel(mel, cfg), got)
+    np.testing.assert_array_equal(scale_mel(mel, CFG), power_to_db(mel, CFG.top_db))
+    np.testing.assert_array_equal(log_mel(y, cfg), got)
+
+
+def test_pcen_turns_a_steady_background_down_against_a_call_where_the_db_map_keeps_it():
+    # a steady 200 Hz hum at three levels, then a chirp: the hum's band, once the smoother has caught up,
+    # measured against the chirp's peak (both above the map's mean), is lower in the PCEN map
+    for level in (0.3, 0.1, 0.03):
+        y = level * np.sin(2 * np.pi * 200 * np.arange(4 * SR) / SR).astype(np.float32)
+        y[2 * SR:3 * SR] += tone("chirp", 1.0)
+        share = {}
+        for cfg in (CFG, FeatureConfig(scaling="pcen")):
+            x = clip_features(y, cfg)
+            hum = x[16:47, 8].mean()                  # 0.5-1.5 s in the hum's band (200 Hz)
+            share[cfg.scaling] = hum / x[69:87].max()  # against the chirp's peak, 2.2-2.8 s
+        assert share["pcen"] < share["db"] - 0.15, (level, share)
+
+
+def test_the_scaling_is_checked_and_an_old_config_reads_as_db():
+    with pytest.raises(ValueError, match="scaling 'log'"):
+        FeatureConfig(scaling="log")
+    old = {k: v for k, v in CFG.to_dict().items() if k != "scaling" and not k.startswith("pcen")}
+    assert FeatureConfig.from_dict(old) == CFG
+    assert FeatureConfig(scaling="pcen").key() != CFG.key()
 
 
 def test_n_real_frames_ends_at_the_last_sounding_frame():
@@ -122,14 +165,16 @@ def test_log_mels_of_overlapping_windows_equal_each_windows_own(window, hop, sha
     assert total <= share * sum(computed)                 # the overlap's frames were computed once
 
 
-@pytest.mark.parametrize("front_end", [LogMel(), MFCC()], ids=["log_mel", "mfcc"])
+@pytest.mark.parametrize("front_end", [LogMel(), LogMel(FeatureConfig(scaling="pcen")), MFCC()],
+                         ids=["log_mel", "pcen", "mfcc"])
 def test_window_features_equal_features_of_each_window(front_end):
     y = np.concatenate([tone("bark", 25.0, seed=3), tone("moo", 13.0, seed=4)])
     windows, starts = cut(y, CFG.window_samples, CFG.window_samples // 2)
     expected = np.stack([front_end.features(w) for w in windows])
     np.testing.assert_allclose(front_end.window_features(windows, starts), expected, atol=1e-3)
     # and of one window's log-Mel map: the very features (explain.py computes the map once)
-    np.testing.assert_array_equal(front_end.of_log_mel(log_mel(windows[0][:CFG.window_samples], CFG)), expected[0])
+    map_ = log_mel(windows[0][:CFG.window_samples], front_end.cfg)
+    np.testing.assert_array_equal(front_end.of_log_mel(map_), expected[0])
 
 
 # ---------------------------------------------------------------- cache

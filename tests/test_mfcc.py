@@ -51,6 +51,11 @@ def test_bad_parameters_are_one_clear_error(params):
         MFCC(MFCCConfig(n_mfcc=200))
 
 
+def test_mfccs_need_the_db_map():
+    with pytest.raises(ValueError, match="MFCCs are of the dB map"):
+        MFCC(cfg=FeatureConfig(scaling="pcen"))
+
+
 def test_features_are_cached_so_a_second_run_computes_nothing(tmp_path, monkeypatch):
     """Clips with audio (Training) and without (Test: read through the audio cache) come back from the cache."""
     audio = [tone("chirp", 1.2), tone("moo", 0.5, seed=1)]

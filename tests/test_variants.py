@@ -116,7 +116,10 @@ def test_naive_mix_is_reproducible_and_uses_whole_clip_power(monkeypatch):
 ])
 def test_smoke_fit_saves_a_loadable_model(script, variant, extra, data_dir, tmp_path):
     args = script.make_parser().parse_args(train_args(variant, data_dir, tmp_path, *extra))
-    metrics = common.run_experiment(variant, args, script.train, with_audio=variant != "alexnet")
+    if script is enhance:   # its front end follows its --scaling
+        metrics = enhance.run(args)
+    else:
+        metrics = common.run_experiment(variant, args, script.train, with_audio=variant != "alexnet")
     assert 0 <= metrics["accuracy"] <= 1 and metrics["epochs_run"] >= 1
     model_dir = tmp_path / "model" / variant
     config = json.loads((model_dir / "config.json").read_text())
@@ -126,3 +129,16 @@ def test_smoke_fit_saves_a_loadable_model(script, variant, extra, data_dir, tmp_
     assert probs.shape == (len(config["classes"]),) and probs.sum() == pytest.approx(1.0, abs=1e-4)
     if variant == "enhance_transformer":
         assert (model_dir / "pretrain_history.csv").is_file()
+
+
+def test_enhance_with_pcen_names_it_in_config_json_and_predicts_with_it(data_dir, tmp_path):
+    args = enhance.make_parser().parse_args(train_args("enhance", data_dir, tmp_path, "--epochs", "1",
+                                                       "--scaling", "pcen"))
+    enhance.run(args)
+    model_dir = tmp_path / "model" / "enhance"
+    assert json.loads((model_dir / "config.json").read_text())["features"]["scaling"] == "pcen"
+    clf = common.Classifier(model_dir, backend="keras", reject=False)
+    assert clf.cfg == common.FeatureConfig(scaling="pcen")
+    wav = write_wav(tmp_path / "call.wav", tone("moo", 1.0))
+    expected = clf.predict_features(common.clip_features(common.load_audio(wav, clf.cfg.sr), clf.cfg)[None])[0]
+    np.testing.assert_allclose(clf.classify(wav).probs, expected, atol=1e-5)
