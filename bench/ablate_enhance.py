@@ -3,19 +3,28 @@
     python -m bench.ablate_enhance                 # seed 42, every row below
     python -m bench.ablate_enhance --seeds 42 43 --rows full no-crop no-wind
     python -m bench.ablate_enhance --jobs 2        # two trainings side by side, one thread each
+    python -m bench.ablate_enhance --rows full --baseline 5201aea --seeds 42 43 44   # today's code against older code
 
 Uses bench/compare.py's split (imported once into bench/results/compare) and
 runs enhance.py as a user would; models, results.csv and charts go to
 bench/results/compare/ablation, apart from the comparison's. Each row is the
 full recipe with one change; validation macro-F1 is shown beside the Test
 figures because it is what a change should be judged on (Test is only
-reported). Output: a markdown table to stdout and bench/results/<--name>.json.
+reported). ``--baseline COMMIT`` adds a row: enhance.py as it was at that
+commit, checked out beside the work folder (git worktree) with its own feature
+cache, which one untimed epoch fills first; its runs alternate with the
+others', so both see the same machine. Output: a markdown table to stdout and
+bench/results/<--name>.json.
 """
 import argparse
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
-from bench.compare import add_data_flags, prepare_split, publish, run_variant, summarise
+from bench.compare import ROOT, add_data_flags, prepare_split, publish, run_variant, summarise
 from enhance import WIDTHS
 
 THREE_QUARTER = ["--widths", *(str(w * 3 // 4) for w in WIDTHS)]
@@ -42,30 +51,55 @@ ROWS = {   # short name: (what changes, enhance.py flags[, environment])
 }
 
 
+@contextmanager
+def checkout(commit: str, work: Path, data_dir: Path):
+    """A worktree of ``commit`` in ``work`` with its feature cache filled (one untimed epoch); removed after."""
+    tree = work / f"tree-{commit}"
+    git = ["git", "-C", str(ROOT)]
+    subprocess.run([*git, "worktree", "add", "--force", "--detach", str(tree), commit], check=True)
+    try:
+        print(f"filling {commit}'s feature cache (one untimed epoch)", flush=True)
+        subprocess.run([sys.executable, "enhance.py", "--data-dir", str(data_dir), "--model-dir",
+                        str(work / f"warm-{commit}"), "--epochs", "1", "--cache-dir", str(tree / ".cache"),
+                        "--charts-dir", str(work / f"warm-{commit}-charts"), "--quiet"], check=True, cwd=tree)
+        yield tree
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_flags(p)
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="which rows to run")
     p.add_argument("--name", default="ablation", help="results file: bench/results/<name>.json")
+    p.add_argument("--baseline", metavar="COMMIT",
+                   help="add a row: enhance.py at this commit (defaults as they were then), alternating with the rows")
     p.add_argument("--jobs", type=int, default=1,
                    help="trainings at once, each on (cores / jobs) threads; train times then reflect a shared machine")
     args = p.parse_args(argv)
     data_dir = prepare_split(args)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
-    todo = [(row, seed) for seed in args.seeds for row in args.rows]
+    work = args.work / "ablation"
+    rows = dict(ROWS)
+    if args.baseline:
+        rows[args.baseline] = (f"enhance.py at commit {args.baseline}", [])
+    todo = [(row, seed) for seed in args.seeds for row in [*args.rows, *[args.baseline] * bool(args.baseline)]]
+    with checkout(args.baseline, work, data_dir) if args.baseline else nullcontext() as tree:
 
-    def run(row_seed):
-        row, seed = row_seed
-        _, flags, *env = ROWS[row]
-        return run_variant("enhance", data_dir, args.work / "ablation", seed, flags, f"-{row}", threads,
-                           env=env[0] if env else None)
+        def run(row_seed):
+            row, seed = row_seed
+            _, flags, *env = rows[row]
+            if row == args.baseline:
+                return run_variant("enhance", data_dir, work, seed, ["--cache-dir", str(tree / ".cache")],
+                                   f"-{row}", threads, root=tree)
+            return run_variant("enhance", data_dir, work, seed, flags, f"-{row}", threads, env=env[0] if env else None)
 
-    runs = {}
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for (row, _), result in zip(todo, pool.map(run, todo)):   # results in table order
-            runs.setdefault(ROWS[row][0], []).extend(result)
-            print(summarise(runs, val=True), flush=True)
+        runs = {}
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for (row, _), result in zip(todo, pool.map(run, todo)):   # results in table order
+                runs.setdefault(rows[row][0], []).extend(result)
+                print(summarise(runs, val=True), flush=True)
     publish(runs, args.seeds, args.name, val=True)
 
 

@@ -144,14 +144,16 @@ def trained(variant: str, data_dir: Path, work: Path, seed: int, flags: list, ta
 
 
 def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list, tag: str = "",
-                threads: int | None = None, folds: int = 1, env: dict | None = None) -> list[dict]:
+                threads: int | None = None, folds: int = 1, env: dict | None = None, root: Path = ROOT) -> list[dict]:
     """Train one variant as a user would, then measure its size and per-clip inference time.
 
     Returns one row per test measurement: the run's, or with ``folds`` > 1
     (the script's ``--folds``) each fold's, all with the kept model's size
     and time. The model goes to ``work``/model/<variant><tag>-seed<seed>.
     ``threads`` caps TensorFlow's and BLAS's threads in the training process,
-    for runs side by side; ``env`` adds environment variables to it.
+    for runs side by side; ``env`` adds environment variables to it. ``root``
+    is the source tree whose script runs (another commit's checkout, to time it
+    against this one); the model is measured with this tree's code.
     """
     env = {**os.environ, **(env or {})}
     if threads:
@@ -159,12 +161,12 @@ def run_variant(variant: str, data_dir: Path, work: Path, seed: int, extra: list
                                               "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
     model_dir = model_dir_of(work, variant, seed, tag)
     script, *variant_flags = VARIANTS[variant].split()
-    cmd = [sys.executable, str(ROOT / script), *variant_flags, "--data-dir", str(data_dir), "--model-dir",
+    cmd = [sys.executable, str(root / script), *variant_flags, "--data-dir", str(data_dir), "--model-dir",
            str(model_dir), "--seed", str(seed), "--charts-dir", str(work / "charts"), "--quiet", *extra,
            *(["--folds", str(folds)] if folds > 1 else [])]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    subprocess.run(cmd, check=True, cwd=root, env=env)
     run_seconds = time.perf_counter() - start
     tested = (json.loads((model_dir / "cv_metrics.json").read_text())["per_fold"] if folds > 1 else
               [json.loads((model_dir / "metrics.json").read_text())])
