@@ -75,7 +75,8 @@ def main(argv=None):
         val_clean, val_wind = mel_powers(data.val.audio, base), mel_powers(data.val.audio, base, unheard, 0.0, seed=2)
         y = np.concatenate([data.train.y, data.train.y])
         for name, cfg in configs.items():
-            scaler = StandardScaler().fit(x := pooled(train, cfg))
+            x = pooled(train, cfg)
+            scaler = StandardScaler().fit(x)
             model = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit(scaler.transform(x), y)
             scores[name].append([f1_score(data.val.y, model.predict(scaler.transform(pooled(v, cfg))), average="macro")
                                  for v in (val_clean, val_wind)])
