@@ -121,8 +121,10 @@ def make_parser():
     p.add_argument("--max-shift", type=float, default=0.5, help="circular time shift, fraction of the clip")
     p.add_argument("--crop-frames", type=int, default=128,
                    help="train on random excerpts of this many frames (0: whole 500-frame windows)")
-    p.add_argument("--time-mask", type=int, default=0, help="SpecAugment: two time masks of up to this many frames (0: none)")
-    p.add_argument("--freq-mask", type=int, default=0, help="SpecAugment: two Mel-band masks of up to this many bins (0: none)")
+    p.add_argument("--time-mask", type=int, default=0,
+                   help="SpecAugment: two time masks of up to this many frames (0: none)")
+    p.add_argument("--freq-mask", type=int, default=0,
+                   help="SpecAugment: two Mel-band masks of up to this many bins (0: none)")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 disables)")
     p.add_argument("--balance", type=float, default=0.5,
                    help="class-balanced sampling: draw clips with probability ~ class count ** -BALANCE (0: off)")
