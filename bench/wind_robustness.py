@@ -39,6 +39,9 @@ ROWS = {   # short name: (what changes, enhance.py flags)
     "pcen-synthetic-wind-broadband": ("PCEN, + 16 synthetic winds, corners up to 8 kHz",
                                       ["--scaling", "pcen", "--synthetic-wind", "16", "--synthetic-wind-corner", "50",
                                        "8000"]),
+    "pcen-synthetic-wind-broadband-snr-0": ("PCEN, + 16 synthetic winds to 8 kHz, wind at 0-25 dB",
+                                            ["--scaling", "pcen", "--synthetic-wind", "16",
+                                             "--synthetic-wind-corner", "50", "8000", "--snr-min", "0"]),
 }
 
 
