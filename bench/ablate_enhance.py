@@ -19,7 +19,6 @@ bench/results/<--name>.json.
 import argparse
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -51,6 +50,11 @@ ROWS = {   # short name: (what changes, enhance.py flags[, environment])
 }
 
 
+def cache_flags(tree: Path) -> list:
+    """enhance.py's flags for the feature cache of another commit's checkout ``tree``."""
+    return ["--cache-dir", str(tree / ".cache")]
+
+
 @contextmanager
 def checkout(commit: str, work: Path, data_dir: Path):
     """A worktree of ``commit`` in ``work`` with its feature cache filled (one untimed epoch); removed after."""
@@ -59,9 +63,7 @@ def checkout(commit: str, work: Path, data_dir: Path):
     subprocess.run([*git, "worktree", "add", "--force", "--detach", str(tree), commit], check=True)
     try:
         print(f"filling {commit}'s feature cache (one untimed epoch)", flush=True)
-        subprocess.run([sys.executable, "enhance.py", "--data-dir", str(data_dir), "--model-dir",
-                        str(work / f"warm-{commit}"), "--epochs", "1", "--cache-dir", str(tree / ".cache"),
-                        "--charts-dir", str(work / f"warm-{commit}-charts"), "--quiet"], check=True, cwd=tree)
+        run_variant("enhance", data_dir, work, 0, ["--epochs", "1", *cache_flags(tree)], f"-{commit}-warm", root=tree)
         yield tree
     finally:
         subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=True)
@@ -84,15 +86,15 @@ def main(argv=None):
     rows = dict(ROWS)
     if args.baseline:
         rows[args.baseline] = (f"enhance.py at commit {args.baseline}", [])
-    todo = [(row, seed) for seed in args.seeds for row in [*args.rows, *[args.baseline] * bool(args.baseline)]]
+    names = args.rows + ([args.baseline] if args.baseline else [])
+    todo = [(row, seed) for seed in args.seeds for row in names]
     with checkout(args.baseline, work, data_dir) if args.baseline else nullcontext() as tree:
 
         def run(row_seed):
             row, seed = row_seed
             _, flags, *env = rows[row]
             if row == args.baseline:
-                return run_variant("enhance", data_dir, work, seed, ["--cache-dir", str(tree / ".cache")],
-                                   f"-{row}", threads, root=tree)
+                return run_variant("enhance", data_dir, work, seed, cache_flags(tree), f"-{row}", threads, root=tree)
             return run_variant("enhance", data_dir, work, seed, flags, f"-{row}", threads, env=env[0] if env else None)
 
         runs = {}

@@ -47,8 +47,7 @@ def pooled(powers: list, cfg) -> np.ndarray:
     """(clips, 3 * n_mels): mean, max and std over time of each band of each clip's z-normalised map."""
     rows = []
     for power in powers:
-        m = scale_mel(power, cfg)
-        z = (m - m.mean()) / (m.std() + 1e-6)
+        z = common.normalize_frames(scale_mel(power, cfg), len(power))
         rows.append(np.concatenate([z.mean(0), z.max(0), z.std(0)]))
     return np.stack(rows)
 
