@@ -27,21 +27,29 @@ from bench.compare import ROOT, add_data_flags, prepare_split, trained
 
 HELD_OUT = ("kakapo_leaves.wav", "openclonk_windloop.wav")
 SNRS = (10, 5, 0, -5)
+# enhance.py's wind settings until 2026-12-05, which the earlier rows changed one at a time
+EARLIER = ["--synthetic-wind", "0", "--synthetic-wind-corner", "50", "2000", "--snr-min", "5", "--p-noise", "0.5"]
+DB = ["--scaling", "db", *EARLIER]   # the recipe before PCEN
+PCEN = ["--scaling", "pcen", *EARLIER]
+BROADBAND = ["--synthetic-wind", "16", "--synthetic-wind-corner", "50", "8000"]
 ROWS = {   # short name: (what changes, enhance.py flags)
-    "shipped": ("the shipped recipe (wind at 5-25 dB)", []),
-    "db": ("the dB map (--scaling db), the shipped recipe before PCEN", ["--scaling", "db"]),
-    "snr-5": ("wind at -5 to 25 dB", ["--snr-min", "-5"]),
-    "synthetic-wind": ("+ 16 synthetic winds of random colour", ["--synthetic-wind", "16"]),
-    "synthetic-wind-snr-5": ("+ 16 synthetic winds, at -5 to 25 dB", ["--synthetic-wind", "16", "--snr-min", "-5"]),
-    "synthetic-wind-broadband": ("+ 16 synthetic winds, corners up to 8 kHz",
-                                 ["--synthetic-wind", "16", "--synthetic-wind-corner", "50", "8000"]),
-    "pcen": ("PCEN instead of dB (--scaling pcen)", ["--scaling", "pcen"]),
-    "pcen-synthetic-wind-broadband": ("PCEN, + 16 synthetic winds, corners up to 8 kHz",
-                                      ["--scaling", "pcen", "--synthetic-wind", "16", "--synthetic-wind-corner", "50",
-                                       "8000"]),
+    "shipped": ("the shipped recipe", []),
+    "db": ("the dB map (wind at 5-25 dB), the shipped recipe before PCEN", DB),
+    "snr-5": ("dB, wind at -5 to 25 dB", [*DB, "--snr-min", "-5"]),
+    "synthetic-wind": ("dB, + 16 synthetic winds of random colour", [*DB, "--synthetic-wind", "16"]),
+    "synthetic-wind-snr-5": ("dB, + 16 synthetic winds, at -5 to 25 dB",
+                             [*DB, "--synthetic-wind", "16", "--snr-min", "-5"]),
+    "synthetic-wind-broadband": ("dB, + 16 synthetic winds, corners up to 8 kHz", [*DB, *BROADBAND]),
+    "pcen": ("PCEN instead of dB (wind at 5-25 dB)", PCEN),
+    "pcen-synthetic-wind-broadband": ("PCEN, + 16 synthetic winds, corners up to 8 kHz", [*PCEN, *BROADBAND]),
     "pcen-synthetic-wind-broadband-snr-0": ("PCEN, + 16 synthetic winds to 8 kHz, wind at 0-25 dB",
-                                            ["--scaling", "pcen", "--synthetic-wind", "16",
-                                             "--synthetic-wind-corner", "50", "8000", "--snr-min", "0"]),
+                                            [*PCEN, *BROADBAND, "--snr-min", "0"]),
+    "pcen-synthetic-wind-broadband-snr-5": ("PCEN, + 16 synthetic winds to 8 kHz, wind at -5-25 dB",
+                                            [*PCEN, *BROADBAND, "--snr-min", "-5"]),
+    "pcen-synthetic-wind-broadband-snr-0-p75": ("PCEN, + 16 synthetic winds to 8 kHz, wind at 0-25 dB in 75 % of clips",
+                                                [*PCEN, *BROADBAND, "--snr-min", "0", "--p-noise", "0.75"]),
+    "pcen-synthetic-wind-broadband-snr-5-p75": ("PCEN, + 16 synthetic winds to 8 kHz, wind at -5-25 dB in 75 % of "
+                                                "clips", [*PCEN, *BROADBAND, "--snr-min", "-5", "--p-noise", "0.75"]),
 }
 
 

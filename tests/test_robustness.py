@@ -145,3 +145,16 @@ def test_the_wind_bench_holds_named_recordings_out_of_noise(tmp_path):
     assert [p.name for p in (target / "heldout" / "wind").iterdir()] == ["a.wav"]
     with pytest.raises(SystemExit, match="no recording named d.wav"):
         with_wind_held_out(data, ("d.wav",), tmp_path / "other")
+
+
+def test_the_wind_bench_rows_pin_the_settings_they_measured():
+    import enhance
+    from bench.wind_robustness import ROWS
+    parse = enhance.make_parser().parse_args
+    db = parse(ROWS["db"][1])
+    assert (db.scaling, db.snr_min, db.p_noise, db.synthetic_wind, db.synthetic_wind_corner) == (
+        "db", 5.0, 0.5, 0, [50.0, 2000.0])                        # the recipe before 2026-12-05
+    pcen = parse(ROWS["pcen"][1])
+    assert (pcen.scaling, pcen.snr_min, pcen.p_noise, pcen.synthetic_wind) == ("pcen", 5.0, 0.5, 0)
+    chosen = parse(ROWS["pcen-synthetic-wind-broadband-snr-0-p75"][1])
+    assert vars(chosen) == vars(parse([]))                        # the row that chose today's defaults
