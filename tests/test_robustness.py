@@ -156,5 +156,6 @@ def test_the_wind_bench_rows_pin_the_settings_they_measured():
         "db", 5.0, 0.5, 0, [50.0, 2000.0])                        # the recipe before 2026-12-05
     pcen = parse(ROWS["pcen"][1])
     assert (pcen.scaling, pcen.snr_min, pcen.p_noise, pcen.synthetic_wind) == ("pcen", 5.0, 0.5, 0)
-    chosen = parse(ROWS["pcen-synthetic-wind-broadband-snr-0-p75"][1])
-    assert vars(chosen) == vars(parse([]))                        # the row that chose today's defaults
+    windy = parse(ROWS["pcen-synthetic-wind-broadband-snr-0-p75"][1])
+    assert (windy.snr_min, windy.p_noise, windy.synthetic_wind, windy.synthetic_wind_corner) == (
+        0.0, 0.75, 16, [50.0, 8000.0])                            # the windy-site option
