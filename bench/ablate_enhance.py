@@ -24,6 +24,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from bench.compare import ROOT, add_data_flags, prepare_split, publish, run_variant, summarise
+from bench.wind_robustness import WINDY
 from enhance import WIDTHS
 
 THREE_QUARTER = ["--widths", *(str(w * 3 // 4) for w in WIDTHS)]
@@ -45,9 +46,7 @@ ROWS = {   # short name: (what changes, enhance.py flags[, environment])
     "no-xla": ("the training step without XLA (the same network and recipe)", ["--no-xla"]),
     "widths-3q": ("three-quarter widths (48, 96, 144, 192 filters)", THREE_QUARTER),
     "widths-3q-epochs-60": ("three-quarter widths, 60 epochs", [*THREE_QUARTER, "--epochs", "60"]),
-    "windy": ("the windy-site option: wind in 3 clips of 4 at 0-25 dB, + 16 synthetic winds to 8 kHz",
-              ["--p-noise", "0.75", "--snr-min", "0", "--synthetic-wind", "16",
-               "--synthetic-wind-corner", "50", "8000"]),
+    "windy": ("the windy-site option: wind in 3 clips of 4 at 0-25 dB, + 16 synthetic winds to 8 kHz", WINDY),
     "glibc-malloc": ("glibc's default allocator, which maps and unmaps large blocks (core.allocator)", [],
                      {"ANIMAL_SOUNDS_KEEP_FREED_MEMORY": "0"}),
 }

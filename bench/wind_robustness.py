@@ -32,6 +32,7 @@ EARLIER = ["--synthetic-wind", "0", "--synthetic-wind-corner", "50", "2000", "--
 DB = ["--scaling", "db", *EARLIER]   # the recipe before PCEN
 PCEN = ["--scaling", "pcen", *EARLIER]
 BROADBAND = ["--synthetic-wind", "16", "--synthetic-wind-corner", "50", "8000"]
+WINDY = [*BROADBAND, "--snr-min", "0", "--p-noise", "0.75"]   # the windy-site option (README: wind by recipe)
 ROWS = {   # short name: (what changes, enhance.py flags)
     "shipped": ("the shipped recipe", []),
     "db": ("the dB map (wind at 5-25 dB), the shipped recipe before PCEN", DB),
@@ -47,7 +48,7 @@ ROWS = {   # short name: (what changes, enhance.py flags)
     "pcen-synthetic-wind-broadband-snr-5": ("PCEN, + 16 synthetic winds to 8 kHz, wind at -5-25 dB",
                                             [*PCEN, *BROADBAND, "--snr-min", "-5"]),
     "pcen-synthetic-wind-broadband-snr-0-p75": ("PCEN, + 16 synthetic winds to 8 kHz, wind at 0-25 dB in 75 % of clips",
-                                                [*PCEN, *BROADBAND, "--snr-min", "0", "--p-noise", "0.75"]),
+                                                [*PCEN, *WINDY]),
     "pcen-synthetic-wind-broadband-snr-5-p75": ("PCEN, + 16 synthetic winds to 8 kHz, wind at -5-25 dB in 75 % of "
                                                 "clips", [*PCEN, *BROADBAND, "--snr-min", "-5", "--p-noise", "0.75"]),
 }
