@@ -8,9 +8,11 @@ steadier under wind; --scaling db for the dB map), whose head pools over the
 clip's real frames only (the Flatten->Dense head memorises 700 clips, and a
 plain global average is mostly padding for a 2.5 s call in a 16 s window).
 It trains on freshly augmented 4 s excerpts: circular time shift, wind mixed
-in at a calibrated SNR (measured on the call itself, clean copies kept), a
-random spectral tilt, class-balanced sampling and label smoothing, with a
-warm-up + cosine learning rate and early stopping on validation.
+into three clips of four at a calibrated SNR down to -5 dB (measured on the
+call itself; real recordings and 16 synthetic winds of random colour, which
+outlier exposure also shows alone as "no animal"), a random spectral tilt,
+class-balanced sampling and label smoothing, with a warm-up + cosine learning
+rate and early stopping on validation.
 SpecAugment is available but off: on 4 s excerpts its masks hid too much of
 each call and the network underfitted. Each ingredient has a flag;
 bench/ablate_enhance.py measures what each one buys. The step is compiled
@@ -65,7 +67,7 @@ def feature_config(args):
 def training_batches(data, args):
     """The freshly augmented, class-balanced training batches of ``data``, redrawn every epoch."""
     cfg = feature_config(args)
-    bank = common.noise_bank(args, cfg, args.synthetic_wind, args.synthetic_wind_corner) if args.p_noise > 0 else []
+    bank = common.noise_bank(args, cfg) if args.p_noise > 0 else []
     augmenter = common.WaveAugment(bank, cfg,
                                    p_noise=args.p_noise, snr_db=(args.snr_min, args.snr_max),
                                    tilt=args.tilt, max_shift=args.max_shift, crop_frames=args.crop_frames or None)
@@ -105,16 +107,17 @@ def make_parser():
     p = common.make_parser("enhance", __doc__.splitlines()[0], epochs=80, patience=20, lr=2e-3, xla=True)
     p.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS),
                    help="filters of each residual block; each block halves the time axis")
-    p.add_argument("--p-noise", type=float, default=0.5, help="probability of mixing wind into a clip")
-    p.add_argument("--synthetic-wind", type=int, default=0,
-                   help="add this many 20 s synthetic wind recordings, each of a random colour, to Noise/wind's")
-    p.add_argument("--synthetic-wind-corner", type=float, nargs=2, default=list(common.WIND_CORNERS_HZ),
+    p.add_argument("--p-noise", type=float, default=0.75, help="probability of mixing wind into a clip")
+    p.add_argument("--synthetic-wind", type=int, default=16,
+                   help="add this many 20 s synthetic wind recordings, each of a random colour, to Noise/wind's "
+                        "(and to the negatives of outlier exposure)")
+    p.add_argument("--synthetic-wind-corner", type=float, nargs=2, default=[50.0, 8000.0],
                    metavar=("LOW", "HIGH"),
                    help="range (Hz) of the synthetic winds' low-pass corners, drawn log-uniform")
     p.add_argument("--scaling", choices=common.SCALINGS, default="pcen",
                    help="the map of the mel power: PCEN (per-channel energy normalisation, which turns steady "
                         "background such as wind down band by band), or dB as the other variants")
-    p.add_argument("--snr-min", type=float, default=5.0, help="calibrated SNR range (dB, on the active part)")
+    p.add_argument("--snr-min", type=float, default=-5.0, help="calibrated SNR range (dB, on the active part)")
     p.add_argument("--snr-max", type=float, default=25.0)
     p.add_argument("--tilt", type=float, default=0.5,
                    help="random spectral tilt y[n] - a*y[n-1], |a| up to this (microphone colour; 0: off)")

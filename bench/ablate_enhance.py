@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from bench.compare import ROOT, add_data_flags, prepare_split, publish, run_variant, summarise
-from bench.wind_robustness import WINDY
+from bench.wind_robustness import EARLIER, WINDY
 from enhance import WIDTHS
 
 THREE_QUARTER = ["--widths", *(str(w * 3 // 4) for w in WIDTHS)]
@@ -46,7 +46,8 @@ ROWS = {   # short name: (what changes, enhance.py flags[, environment])
     "no-xla": ("the training step without XLA (the same network and recipe)", ["--no-xla"]),
     "widths-3q": ("three-quarter widths (48, 96, 144, 192 filters)", THREE_QUARTER),
     "widths-3q-epochs-60": ("three-quarter widths, 60 epochs", [*THREE_QUARTER, "--epochs", "60"]),
-    "windy": ("the windy-site option: wind in 3 clips of 4 at 0-25 dB, + 16 synthetic winds to 8 kHz", WINDY),
+    "windy": ("wind in 3 clips of 4 at 0-25 dB (the windy-site option of 2026-12-05)", WINDY),
+    "calm": ("the wind settings until 2026-12-05: wind in half the clips at 5-25 dB, no synthetic winds", EARLIER),
     "glibc-malloc": ("glibc's default allocator, which maps and unmaps large blocks (core.allocator)", [],
                      {"ANIMAL_SOUNDS_KEEP_FREED_MEMORY": "0"}),
 }

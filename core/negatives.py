@@ -12,8 +12,11 @@ designs (``--outliers``):
 
 Negatives come from every recording under ``<data>/Noise/<kind>/`` (cut into
 clips of animal-clip length), every clip of a ``Training/`` folder named
-``background``, ``noise`` or ``other``, and a synthetic bank (white, pink,
-brown noise, mains hum, clicks, silence with hiss). They are split into
+``background``, ``noise`` or ``other``, a synthetic bank (white, pink,
+brown noise, mains hum, clicks, silence with hiss), and any synthetic wind the
+recipe mixes under its calls: a noise the model hears *with* a call is shown
+to it *alone* too, or loud broadband wind under animal labels teaches it that
+steady noise can hold an animal. They are split into
 training and validation by source recording, like the animal clips.
 """
 from __future__ import annotations
@@ -56,11 +59,14 @@ def cut_clips(y: np.ndarray, sr: int, rng: np.random.Generator) -> list[np.ndarr
 
 
 def collect_negatives(data_dir, cfg: FeatureConfig, seed: int, synthetic_per_kind: int = SYNTHETIC_PER_KIND,
-                      noise_kinds: tuple[str, ...] | None = None) -> Negatives:
+                      noise_kinds: tuple[str, ...] | None = None,
+                      synthetic_winds: list[np.ndarray] = ()) -> Negatives:
     """Every negative clip for ``data_dir``: Noise/ recordings, Training/ negative folders, the synthetic bank.
 
     ``noise_kinds`` limits the Noise/ folders used (None: all); the synthetic
-    bank is left out when ``synthetic_per_kind`` is 0.
+    bank is left out when ``synthetic_per_kind`` is 0. ``synthetic_winds``
+    (recordings at ``cfg.sr``) are cut into clips like a Noise/ recording,
+    of kind ``synthetic wind``.
     """
     rng = np.random.default_rng(seed)
     data_dir = Path(data_dir)
@@ -85,6 +91,11 @@ def collect_negatives(data_dir, cfg: FeatureConfig, seed: int, synthetic_per_kin
             negatives.audio.append(synthetic_noise(kind, rng.uniform(*CLIP_SECONDS), cfg.sr, rng))
             negatives.groups.append(f"synthetic/{kind}/{i}")
             negatives.kinds.append(f"synthetic {kind}")
+    for i, wind in enumerate(synthetic_winds):
+        clips = cut_clips(wind, cfg.sr, rng)
+        negatives.audio += clips
+        negatives.groups += [f"synthetic/wind/{i}"] * len(clips)
+        negatives.kinds += ["synthetic wind"] * len(clips)
     return negatives
 
 

@@ -128,8 +128,15 @@ def prepare_data(args, with_audio: bool = False, front_end=None) -> DataSplits:
 
 
 def collect_outliers(args, front_end) -> Negatives | None:
-    """The negatives ``args.outliers`` trains on (None for ``none``), decoded at ``front_end.cfg``'s rate."""
-    return None if args.outliers == "none" else collect_negatives(args.data_dir, front_end.cfg, args.seed)
+    """The negatives ``args.outliers`` trains on (None for ``none``), decoded at ``front_end.cfg``'s rate.
+
+    A recipe that mixes synthetic wind under its calls (``args.synthetic_wind``)
+    gets the same winds as negatives.
+    """
+    if args.outliers == "none":
+        return None
+    return collect_negatives(args.data_dir, front_end.cfg, args.seed,
+                             synthetic_winds=synthetic_winds(args, front_end.cfg))
 
 
 def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None) -> DataSplits:
@@ -144,16 +151,18 @@ def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None
                                         for part in ("train", "val", "test")})
 
 
-def noise_bank(args, cfg: FeatureConfig, synthetic: int = 0, corner_hz: tuple[float, float] = WIND_CORNERS_HZ) -> list:
-    """Wind recordings of ``args.data_dir``/Noise/wind (synthetic wind with a warning if none).
+def noise_bank(args, cfg: FeatureConfig) -> list:
+    """Wind recordings of ``args.data_dir``/Noise/wind (synthetic wind with a warning if none), then the run's
+    :func:`synthetic_winds`."""
+    return load_noise_bank(args.data_dir / "Noise" / "wind", cfg.sr) + synthetic_winds(args, cfg)
 
-    ``synthetic`` adds that many 20 s recordings of :func:`synthetic_wind`, each
-    of its own random colour (low-pass corner log-uniform in ``corner_hz``),
-    drawn from ``args.seed``.
-    """
+
+def synthetic_winds(args, cfg: FeatureConfig) -> list:
+    """``args.synthetic_wind`` (0 if the recipe has no such flag) 20 s recordings of :func:`synthetic_wind`, each of
+    its own random colour (low-pass corner log-uniform in ``args.synthetic_wind_corner``), drawn from ``args.seed``."""
     rng = np.random.default_rng(args.seed)
-    return (load_noise_bank(args.data_dir / "Noise" / "wind", cfg.sr)
-            + [synthetic_wind(20 * cfg.sr, cfg.sr, rng, corner_hz) for _ in range(synthetic)])
+    corner_hz = getattr(args, "synthetic_wind_corner", WIND_CORNERS_HZ)
+    return [synthetic_wind(20 * cfg.sr, cfg.sr, rng, corner_hz) for _ in range(getattr(args, "synthetic_wind", 0))]
 
 
 def one_hot(y: np.ndarray, n: int) -> np.ndarray:

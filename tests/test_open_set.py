@@ -48,6 +48,23 @@ def test_negatives_come_from_noise_folders_training_negatives_and_the_synthetic_
         assert len(mixed.train.x) == len(mixed.train.y) == len(mixed.train.files)
 
 
+def test_the_synthetic_winds_a_recipe_mixes_in_are_negatives_too(data_dir):
+    import argparse
+
+    from core.training import collect_outliers, noise_bank
+    args = argparse.Namespace(data_dir=data_dir, seed=3, outliers="uniform", synthetic_wind=2,
+                              synthetic_wind_corner=(50.0, 8000.0))
+    front_end = common.LogMel(common.FeatureConfig())
+    negatives = collect_outliers(args, front_end)
+    winds = [a for a, k in zip(negatives.audio, negatives.kinds) if k == "synthetic wind"]
+    mixed_in = noise_bank(args, front_end.cfg)[-2:]   # the two synthetic winds mixed under calls
+    np.testing.assert_array_equal(np.concatenate(winds), np.concatenate(mixed_in))   # cut whole
+    assert len({g for g, k in zip(negatives.groups, negatives.kinds) if k == "synthetic wind"}) == 2
+    without = collect_outliers(argparse.Namespace(data_dir=data_dir, seed=3, outliers="uniform"), front_end)
+    assert "synthetic wind" not in without.kinds and len(without.audio) == len(negatives.audio) - len(winds)
+    assert collect_outliers(argparse.Namespace(**{**vars(args), "outliers": "none"}), front_end) is None
+
+
 def test_model_directory_stores_calibration_and_rejection(trained_model_dir):
     config = json.loads((trained_model_dir / "config.json").read_text())
     metrics = json.loads((trained_model_dir / "metrics.json").read_text())

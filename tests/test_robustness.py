@@ -156,6 +156,13 @@ def test_the_wind_bench_rows_pin_the_settings_they_measured():
         "db", 5.0, 0.5, 0, [50.0, 2000.0])                        # the recipe before 2026-12-05
     pcen = parse(ROWS["pcen"][1])
     assert (pcen.scaling, pcen.snr_min, pcen.p_noise, pcen.synthetic_wind) == ("pcen", 5.0, 0.5, 0)
+
+    def wind_settings(args):
+        return args.scaling, args.snr_min, args.p_noise, args.synthetic_wind, args.synthetic_wind_corner
     windy = parse(ROWS["pcen-synthetic-wind-broadband-snr-0-p75"][1])
-    assert (windy.snr_min, windy.p_noise, windy.synthetic_wind, windy.synthetic_wind_corner) == (
-        0.0, 0.75, 16, [50.0, 8000.0])                            # the windy-site option
+    assert wind_settings(windy) == ("pcen", 0.0, 0.75, 16, [50.0, 8000.0])      # the windy-site option
+    shipped = parse(ROWS["pcen-synthetic-wind-broadband-snr-5-p75"][1])
+    assert wind_settings(parse([])) == wind_settings(shipped) == ("pcen", -5.0, 0.75, 16, [50.0, 8000.0])
+    from bench.ablate_enhance import ROWS as ABLATIONS
+    assert wind_settings(parse(ABLATIONS["calm"][1])) == wind_settings(pcen)
+    assert wind_settings(parse(ABLATIONS["windy"][1])) == wind_settings(windy)

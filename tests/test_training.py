@@ -59,17 +59,21 @@ def test_the_noise_bank_adds_synthetic_winds_drawn_from_the_seed(tmp_path):
 
     from core.features import FeatureConfig
     from core.training import noise_bank
+
+    def run_args(seed=7, synthetic=0, corner_hz=(50.0, 2000.0)):
+        return argparse.Namespace(data_dir=tmp_path, seed=seed, synthetic_wind=synthetic,
+                                  synthetic_wind_corner=corner_hz)
     write_wav(tmp_path / "Noise" / "wind" / "gust.wav", np.full(16000, 0.1, np.float32))
-    args = argparse.Namespace(data_dir=tmp_path, seed=7)
-    real, = noise_bank(args, FeatureConfig())
-    bank = noise_bank(args, FeatureConfig(), synthetic=3)
+    real, = noise_bank(argparse.Namespace(data_dir=tmp_path, seed=7), FeatureConfig())   # a recipe without the flag
+    bank = noise_bank(run_args(synthetic=3), FeatureConfig())
     assert len(bank) == 4 and np.allclose(bank[0], real) and all(len(w) == 20 * 16000 for w in bank[1:])
-    np.testing.assert_array_equal(bank[1], noise_bank(args, FeatureConfig(), synthetic=1)[1])
-    other = noise_bank(argparse.Namespace(data_dir=tmp_path, seed=8), FeatureConfig(), synthetic=1)[1]
+    np.testing.assert_array_equal(bank[1], noise_bank(run_args(synthetic=1), FeatureConfig())[1])
+    other = noise_bank(run_args(seed=8, synthetic=1), FeatureConfig())[1]
     assert not np.allclose(bank[1], other)
 
     def share_above_1khz(wind):
         power = np.abs(np.fft.rfft(wind)) ** 2
         return power[np.fft.rfftfreq(len(wind), 1 / 16000) > 1000].sum() / power.sum()
-    rumble, hiss = (noise_bank(args, FeatureConfig(), 1, corner_hz)[1] for corner_hz in ((50, 60), (5000, 6000)))
+    rumble, hiss = (noise_bank(run_args(synthetic=1, corner_hz=corner_hz), FeatureConfig())[1]
+                    for corner_hz in ((50, 60), (5000, 6000)))
     assert share_above_1khz(rumble) < 0.05 < 0.5 < share_above_1khz(hiss)
