@@ -130,13 +130,14 @@ def prepare_data(args, with_audio: bool = False, front_end=None) -> DataSplits:
 def collect_outliers(args, front_end) -> Negatives | None:
     """The negatives ``args.outliers`` trains on (None for ``none``), decoded at ``front_end.cfg``'s rate.
 
-    A recipe that mixes synthetic wind under its calls (``args.synthetic_wind``)
-    gets the same winds as negatives.
+    A recipe that mixes synthetic wind under its calls (``args.synthetic_wind``,
+    with ``args.p_noise`` > 0) gets the same winds as negatives.
     """
     if args.outliers == "none":
         return None
+    mixes_wind = getattr(args, "p_noise", 0) > 0
     return collect_negatives(args.data_dir, front_end.cfg, args.seed,
-                             synthetic_winds=synthetic_winds(args, front_end.cfg))
+                             synthetic_winds=synthetic_winds(args, front_end.cfg) if mixes_wind else [])
 
 
 def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None) -> DataSplits:

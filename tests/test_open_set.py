@@ -53,7 +53,7 @@ def test_the_synthetic_winds_a_recipe_mixes_in_are_negatives_too(data_dir):
 
     from core.training import collect_outliers, noise_bank
     args = argparse.Namespace(data_dir=data_dir, seed=3, outliers="uniform", synthetic_wind=2,
-                              synthetic_wind_corner=(50.0, 8000.0))
+                              synthetic_wind_corner=(50.0, 8000.0), p_noise=0.5)
     front_end = common.LogMel(common.FeatureConfig())
     negatives = collect_outliers(args, front_end)
     winds = [a for a, k in zip(negatives.audio, negatives.kinds) if k == "synthetic wind"]
@@ -62,6 +62,8 @@ def test_the_synthetic_winds_a_recipe_mixes_in_are_negatives_too(data_dir):
     assert len({g for g, k in zip(negatives.groups, negatives.kinds) if k == "synthetic wind"}) == 2
     without = collect_outliers(argparse.Namespace(data_dir=data_dir, seed=3, outliers="uniform"), front_end)
     assert "synthetic wind" not in without.kinds and len(without.audio) == len(negatives.audio) - len(winds)
+    unmixed = collect_outliers(argparse.Namespace(**{**vars(args), "p_noise": 0.0}), front_end)
+    assert "synthetic wind" not in unmixed.kinds                       # no wind mixed in, none shown alone
     assert collect_outliers(argparse.Namespace(**{**vars(args), "outliers": "none"}), front_end) is None
 
 
