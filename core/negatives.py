@@ -45,6 +45,12 @@ class Negatives:
     groups: list[str]
     kinds: list[str]
 
+    def add(self, clips: list[np.ndarray], group: str, kind: str) -> None:
+        """Append ``clips``, all cut from the recording ``group``, of source ``kind``."""
+        self.audio += clips
+        self.groups += [group] * len(clips)
+        self.kinds += [kind] * len(clips)
+
 
 def cut_clips(y: np.ndarray, sr: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Consecutive clips of random length in :data:`CLIP_SECONDS` covering ``y`` (a short ``y`` is one clip)."""
@@ -81,21 +87,14 @@ def collect_negatives(data_dir, cfg: FeatureConfig, seed: int, synthetic_per_kin
             except AudioError as e:
                 warn(f"skipping negative {e}")
                 continue
-            clips = cut_clips(y, cfg.sr, rng) if folder.parent.name == "Noise" else [y]
-            negatives.audio += clips
-            negatives.groups += [str(path)] * len(clips)
-            negatives.kinds += [folder.name] * len(clips)
+            negatives.add(cut_clips(y, cfg.sr, rng) if folder.parent.name == "Noise" else [y], str(path), folder.name)
     from .synthetic_noise import KINDS, synthetic_noise   # here: scipy.signal would slow every command's start
     for kind in KINDS if synthetic_per_kind else ():
         for i in range(synthetic_per_kind):
-            negatives.audio.append(synthetic_noise(kind, rng.uniform(*CLIP_SECONDS), cfg.sr, rng))
-            negatives.groups.append(f"synthetic/{kind}/{i}")
-            negatives.kinds.append(f"synthetic {kind}")
+            negatives.add([synthetic_noise(kind, rng.uniform(*CLIP_SECONDS), cfg.sr, rng)], f"synthetic/{kind}/{i}",
+                          f"synthetic {kind}")
     for i, wind in enumerate(synthetic_winds):
-        clips = cut_clips(wind, cfg.sr, rng)
-        negatives.audio += clips
-        negatives.groups += [f"synthetic/wind/{i}"] * len(clips)
-        negatives.kinds += ["synthetic wind"] * len(clips)
+        negatives.add(cut_clips(wind, cfg.sr, rng), f"synthetic/wind/{i}", "synthetic wind")
     return negatives
 
 
