@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .allocator import keep_freed_memory
+from .compile_cache import use_compile_cache
 from .audio import WIND_CORNERS_HZ, load_noise_bank, synthetic_wind
 from .calibration import (
     activate,
@@ -433,6 +434,7 @@ def run_experiment(variant: str, args, train_fn, with_audio: bool = False, front
     the summary over folds.
     """
     keep_freed_memory()
+    use_compile_cache(args.cache_dir)   # before TensorFlow compiles anything
     if args.folds != 1:
         from .folds import run_folds  # core.folds builds on this module
         return run_folds(variant, args, train_fn, with_audio, front_end, extra_report, refit)

@@ -157,7 +157,8 @@ def test_16_bit_pcm_streams_as_libsndfile_reads_it_in_float(tmp_path, channels):
 def test_active_power_keeps_what_librosa_split_keeps():
     librosa = pytest.importorskip("librosa")
     rng = np.random.default_rng(3)
-    for n, dtype in ((16000, np.float32), (12345, np.float32), (700, np.float32), (9000, np.float64)):
+    for n, dtype in ((16000, np.float32), (12345, np.float32), (700, np.float32), (9000, np.float64),
+                     (200, np.float32), (256 * 40, np.float32), (65024, np.float32)):   # shorter than a hop, whole hops
         y = (rng.standard_normal(n) * 0.01).astype(dtype)
         y[n // 3:n // 2] += np.sin(np.arange(n // 2 - n // 3) / 5.0).astype(dtype)   # calls in quiet noise
         y[-n // 5:] += 0.2 * np.sin(np.arange(len(y[-n // 5:])) / 3.0).astype(dtype)
@@ -165,3 +166,8 @@ def test_active_power_keeps_what_librosa_split_keeps():
         active = np.concatenate([y[a:b] for a, b in intervals])
         assert active_power(y) == float(np.mean(active ** 2))
         assert n < 1000 or len(intervals) == 2
+
+
+def test_active_power_needs_frames_of_whole_hops():
+    with pytest.raises(ValueError, match="multiple"):
+        active_power(np.ones(4000, np.float32), frame_length=1000, hop_length=256)
