@@ -371,8 +371,22 @@ def mfcc_matrices(n_real: int, cfg: FeatureConfig, params: MFCCConfig) -> tuple[
             [savgol_delta(np.eye(n_real), k, params.delta_width) for k in range(1, params.delta_order + 1)])
 
 
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """Short hash of the code that decodes audio and computes features from it (``core/audio.py``, this file).
+
+    Part of every cache folder's name (:class:`FeatureCache`), so arrays
+    cached by other code, an earlier release or an edit since, are never read
+    back as this code's. Without it, PCEN maps cached while PCEN was being
+    written served validation and Test long after, while training computed
+    its maps with the finished code (README: "Training time").
+    """
+    here = Path(__file__).resolve().parent
+    return hashlib.sha1(b"".join((here / name).read_bytes() for name in ("audio.py", "features.py"))).hexdigest()[:8]
+
+
 class FeatureCache:
-    """Arrays on disk keyed by (kind, parameters, file content hash).
+    """Arrays on disk keyed by (kind, parameters, file content hash), for this code (:func:`code_fingerprint`).
 
     Files are plain ``.npy`` loaded with ``allow_pickle=False`` and written
     through a temporary name, so a crash never leaves a half-written entry.
@@ -381,8 +395,12 @@ class FeatureCache:
     def __init__(self, root):
         self.root = Path(root)
 
+    def folder(self, kind: str, params_key: str) -> Path:
+        """Where the arrays of ``kind`` computed with parameters ``params_key`` by this code lie."""
+        return self.root / kind / f"{params_key}-{code_fingerprint()}"
+
     def _path(self, kind: str, params_key: str, content_hash: str) -> Path:
-        return self.root / kind / params_key / content_hash[:2] / f"{content_hash}.npy"
+        return self.folder(kind, params_key) / content_hash[:2] / f"{content_hash}.npy"
 
     def get(self, kind: str, params_key: str, content_hash: str) -> np.ndarray | None:
         p = self._path(kind, params_key, content_hash)

@@ -219,3 +219,11 @@ def test_damaged_cache_entry_is_recomputed(tmp_path):
     np.testing.assert_array_equal(cache.get("features", "k", "abcdef"), np.ones((2, 3)))
     next(tmp_path.rglob("abcdef.npy")).write_bytes(b"garbage")
     assert cache.get("features", "k", "abcdef") is None and cache.get("features", "k", "other") is None
+
+
+def test_arrays_cached_by_other_code_are_not_read_back(tmp_path, monkeypatch):
+    cache = FeatureCache(tmp_path)
+    cache.put("features", "k", "abcdef", np.ones(3, np.float16))
+    assert cache.get("features", "k", "abcdef") is not None
+    monkeypatch.setattr(features, "code_fingerprint", lambda: "0ther0de")   # an edited front end
+    assert cache.get("features", "k", "abcdef") is None

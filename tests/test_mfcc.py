@@ -1,13 +1,12 @@
 """The MFCC front end: librosa's MFCCs and deltas in numpy, its cache, and its config.json entry."""
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import tone
 
 from core.dataset import Clips, file_hash
-from core.features import FeatureConfig, MFCCConfig, log_mel, mfcc_features, savgol_delta
+from core.features import FeatureCache, FeatureConfig, MFCCConfig, log_mel, mfcc_features, savgol_delta
 from core.front_ends import MFCC, LogMel, front_end_of
 
 CFG = FeatureConfig()
@@ -75,7 +74,7 @@ def test_features_are_cached_so_a_second_run_computes_nothing(tmp_path, monkeypa
     monkeypatch.setattr("core.front_ends.mfcc_features", lambda *a: pytest.fail("computed again"))
     monkeypatch.setattr("core.dataset.load_audio", lambda *a: pytest.fail("decoded again"))
     np.testing.assert_array_equal(front_end.featurize(train, tmp_path / "cache").x, first)
-    assert list((tmp_path / "cache" / "mfcc").iterdir()) == [Path(tmp_path / "cache" / "mfcc" / front_end.key())]
+    assert list((tmp_path / "cache" / "mfcc").iterdir()) == [FeatureCache(tmp_path / "cache").folder("mfcc", front_end.key())]
     monkeypatch.undo()
     np.testing.assert_array_equal(front_end.featurize(test, tmp_path / "cache").x, first)   # decodes, caches audio
     monkeypatch.setattr("core.dataset.load_audio", lambda *a: pytest.fail("decoded again"))
