@@ -50,6 +50,8 @@ ROWS = {   # short name: (what changes, enhance.py flags[, environment])
     "calm": ("the wind settings until 2026-12-05: wind in half the clips at 5-25 dB, no synthetic winds", EARLIER),
     "glibc-malloc": ("glibc's default allocator, which maps and unmaps large blocks (core.allocator)", [],
                      {"ANIMAL_SOUNDS_KEEP_FREED_MEMORY": "0"}),
+    "first-run": ("compiling every run, as a machine's first run does (no XLA programs kept, core.compile_cache)",
+                  [], {"TF_XLA_FLAGS": "--tf_xla_persistent_cache_directory="}),
 }
 
 

@@ -283,17 +283,20 @@ class Clips:
 
 
 def cached_audio(path, digest: str, cfg: FeatureConfig, cache: FeatureCache | None) -> np.ndarray:
-    """The first window of ``path`` (content hash ``digest``) at ``cfg.sr``, through the audio cache.
+    """The first window of ``path`` (content hash ``digest``) at ``cfg.sr``, float32, through the audio cache.
 
-    A cached clip comes back as float16 (as stored); one decoded now is
-    float32, and is cached. Raises :class:`AudioError` for an unreadable file.
+    Cached as decoded, in float32: a map computed from a cached clip is the
+    map of a fresh decode, which is what inference computes. (Cached as
+    float16, as until 2026-12-05, near-silent samples rounded to zero, and a
+    clip's PCEN map moved by up to 0.9 standard deviations with whether its
+    audio was in the cache yet.) Raises :class:`AudioError` for an unreadable file.
     """
     key = f"{cfg.sr}-{cfg.window_samples}"
     y = cache.get("audio", key, digest) if cache else None
     if y is None:
         y = load_audio(path, cfg.sr, cfg.window_seconds)
         if cache:
-            cache.put("audio", key, digest, y.astype(np.float16))
+            cache.put("audio", key, digest, y)
     return y
 
 

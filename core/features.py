@@ -373,16 +373,16 @@ def mfcc_matrices(n_real: int, cfg: FeatureConfig, params: MFCCConfig) -> tuple[
 
 @lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """Short hash of the code that decodes audio and computes features from it (``core/audio.py``, this file).
+    """Short hash of the code that decodes, caches and featurises audio (``core/audio.py``, ``core/dataset.py``, this file).
 
     Part of every cache folder's name (:class:`FeatureCache`), so arrays
     cached by other code, an earlier release or an edit since, are never read
-    back as this code's. Without it, PCEN maps cached while PCEN was being
-    written served validation and Test long after, while training computed
-    its maps with the finished code (README: "Training time").
+    back as this code's (README: "Training time": float16 audio cached by an
+    earlier release gave other PCEN maps than a fresh decode).
     """
     here = Path(__file__).resolve().parent
-    return hashlib.sha1(b"".join((here / name).read_bytes() for name in ("audio.py", "features.py"))).hexdigest()[:8]
+    return hashlib.sha1(b"".join((here / name).read_bytes()
+                                 for name in ("audio.py", "dataset.py", "features.py"))).hexdigest()[:8]
 
 
 class FeatureCache:

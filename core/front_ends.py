@@ -92,10 +92,9 @@ def cached_features(features, shape: tuple, audio: list, cache_dir, kind: str, f
     ``transform(audio, rng)``, if given, changes a clip before its features
     are computed (an augmentation draw), and ``tag`` names it in the cache
     key. Its generator is seeded by the clip's content and ``tag``, so a draw
-    is the same in every run and every seed can reuse it. Clips arrive as
-    float32 from a fresh decode and as float16 from the audio cache, so each
-    is rounded to float16 first: both runs key, and featurise, the same
-    samples.
+    is the same in every run and every seed can reuse it. Each clip is
+    rounded to float16 first, as the audio cache kept clips until 2026-12-05:
+    the MFCC and transfer figures of the README were measured so.
     """
     cache = FeatureCache(cache_dir) if cache_dir else None
     out = np.zeros((len(audio), *shape), np.float32)

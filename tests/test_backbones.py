@@ -109,7 +109,7 @@ def test_embedding_cache_keys_by_content_and_draw_so_a_second_pass_embeds_nothin
     embedded = fake.windows_embedded - first
     assert embedded == 2 * (1 + 3)                                  # 1 and 3 windows, clean and one draw
     assert not np.allclose(clean, draw)
-    # again, and with the float16 copies the audio cache hands back on a warm run: nothing is embedded
+    # again, and with float16 copies (the audio cache kept clips so until 2026-12-05): nothing is embedded
     np.testing.assert_array_equal(front_end.embed_clips([c.astype(np.float16) for c in clips], tmp_path), clean)
     np.testing.assert_array_equal(front_end.embed_clips(clips, tmp_path, "draw0", louder), draw)
     assert fake.windows_embedded - first == embedded

@@ -200,6 +200,20 @@ def test_second_load_is_a_cache_hit(three_clips, cache_dir, monkeypatch):
     assert list(second.y) == list(first.y) and second.hashes == first.hashes
 
 
+def test_a_clip_whose_audio_was_cached_gets_the_map_of_a_fresh_decode(tmp_path):
+    """PCEN turns the quietest samples up, so the audio cache must hand clips back as decoded."""
+    rng = np.random.default_rng(0)
+    y = np.concatenate([tone("moo", 1.0, sr=22050), 3e-4 * rng.standard_normal(22050)])   # a call, then a quiet tail
+    files, labels = [write_wav(tmp_path / "clip.wav", y, sr=22050)], ["cow"]   # resampled: not float16-exact
+    pcen = FeatureConfig(scaling="pcen")
+    fresh, _ = dataset.load_clips(files, labels, labels, pcen, FeatureCache(tmp_path / "fresh"), with_audio=True)
+    warm = FeatureCache(tmp_path / "warm")
+    dataset.load_clips(files, labels, labels, CFG, warm, with_audio=True)   # a dB run caches the audio first
+    cached, _ = dataset.load_clips(files, labels, labels, pcen, warm, with_audio=True)
+    np.testing.assert_array_equal(cached.audio[0], fresh.audio[0])
+    np.testing.assert_array_equal(cached.x, fresh.x)
+
+
 def test_cache_keys_follow_the_feature_config(three_clips, cache_dir, monkeypatch):
     files, labels = three_clips
     cache = FeatureCache(cache_dir)
