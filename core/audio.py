@@ -191,7 +191,7 @@ def active_power(y: np.ndarray, top_db: float = 30.0, frame_length: int = 1024, 
     effects module takes ~2 s, and every training run with wind mixing and
     every robustness run paid it. A frame's energy is the sum of its hops'
     (``frame_length`` a multiple of ``hop_length``), so each sample is squared
-    once, not once per frame that holds it: half the time of every wind mix.
+    once, not once for each of the frames that hold it: half the time.
     """
     y = np.asarray(y)
     if frame_length % hop_length:

@@ -373,7 +373,7 @@ def mfcc_matrices(n_real: int, cfg: FeatureConfig, params: MFCCConfig) -> tuple[
 
 @lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """Short hash of the code that decodes, caches and featurises audio (``core/audio.py``, ``core/dataset.py``, this file).
+    """Short hash of the code that decodes, caches and featurises audio (core/audio.py, core/dataset.py, this file).
 
     Part of every cache folder's name (:class:`FeatureCache`), so arrays
     cached by other code, an earlier release or an edit since, are never read

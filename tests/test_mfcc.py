@@ -74,7 +74,8 @@ def test_features_are_cached_so_a_second_run_computes_nothing(tmp_path, monkeypa
     monkeypatch.setattr("core.front_ends.mfcc_features", lambda *a: pytest.fail("computed again"))
     monkeypatch.setattr("core.dataset.load_audio", lambda *a: pytest.fail("decoded again"))
     np.testing.assert_array_equal(front_end.featurize(train, tmp_path / "cache").x, first)
-    assert list((tmp_path / "cache" / "mfcc").iterdir()) == [FeatureCache(tmp_path / "cache").folder("mfcc", front_end.key())]
+    cache = FeatureCache(tmp_path / "cache")
+    assert list((tmp_path / "cache" / "mfcc").iterdir()) == [cache.folder("mfcc", front_end.key())]
     monkeypatch.undo()
     np.testing.assert_array_equal(front_end.featurize(test, tmp_path / "cache").x, first)   # decodes, caches audio
     monkeypatch.setattr("core.dataset.load_audio", lambda *a: pytest.fail("decoded again"))

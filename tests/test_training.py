@@ -31,6 +31,24 @@ def test_patience_counts_from_the_end_of_the_warm_up(tmp_path, warmup, epochs_ru
     assert len(history) == epochs_run
 
 
+def test_xla_steps_run_in_loops_of_several_train_as_one_at_a_time(tmp_path, monkeypatch):
+    """4 steps an epoch, in calls of 8 (a partial loop each epoch) or one by one: the same history."""
+    import keras
+
+    import core.training
+
+    def history(steps_per_execution):
+        monkeypatch.setattr(core.training, "STEPS_PER_EXECUTION", steps_per_execution)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        args = argparse.Namespace(epochs=3, batch_size=16, lr=0.05, patience=5, quiet=True, xla=True)
+        return fit_classifier(model, diverging_splits(), args, tmp_path)
+
+    looped, single = history(8), history(1)
+    assert len(looped) == 3
+    np.testing.assert_array_equal(looped.to_numpy(), single.to_numpy())
+
+
 def test_length_bucketed_validation_gives_the_padded_windows_outputs_and_loss():
     import keras
 
