@@ -28,7 +28,7 @@ def build_model(input_shape, n_classes):
 
 def train(data, args, staging):
     model = build_model(data.train.x.shape[1:], len(data.classes))
-    return model, common.fit_classifier(model, data, args, staging)
+    return model, common.fit_classifier(model, data, args)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def training_batches(data, args):
         return x, y
 
     return common.make_batches(features, data.train.y, len(data.classes), args.batch_size, args.seed, batch_transform,
-                               balance=args.balance, full_batches=True, workers=2)   # README: training time
+                               balance=args.balance, full_batches=True, workers=1)   # README: training time
 
 
 def train(data, args, staging):
@@ -94,7 +94,7 @@ def train(data, args, staging):
     # the head pools real frames only, so validation runs on them alone (README: where an epoch goes)
     validation = common.length_bucketed(data.val.x, common.one_hot(data.val.y, n), args.batch_size,
                                         2 ** len(args.widths))
-    history = common.fit_classifier(model, data, args, staging, batches, use_class_weights=args.class_weights,
+    history = common.fit_classifier(model, data, args, batches, use_class_weights=args.class_weights,
                                     label_smoothing=args.label_smoothing, lr_schedule=args.lr_schedule,
                                     validation=validation)
     # fixed input, as exported

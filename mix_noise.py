@@ -41,7 +41,7 @@ def train(data, args, staging):
     noisy = naive_mix(data.train.audio, common.noise_bank(args, cfg), cfg, (args.snr_min, args.snr_max), rng)
     data = dataclasses.replace(data, train=dataclasses.replace(data.train, x=noisy))
     model = baseline.build_model(noisy.shape[1:], len(data.classes))
-    return model, common.fit_classifier(model, data, args, staging)
+    return model, common.fit_classifier(model, data, args)
 
 
 def make_parser():

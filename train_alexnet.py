@@ -55,7 +55,7 @@ def build_model(input_shape, n_classes, width: float = 0.25, dense: int = 512, d
 
 def train(data, args, staging):
     model = build_model(data.train.x.shape[1:], len(data.classes), args.width, args.dense)
-    return model, common.fit_classifier(model, data, args, staging)
+    return model, common.fit_classifier(model, data, args)
 
 
 def make_parser():

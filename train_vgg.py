@@ -250,7 +250,7 @@ def train(data, args, staging):
     batches = segment_batches(data.train.x, clip_targets(data.train.y, n, activation), mixer, n_mixtures,
                               args.batch_size, args.seed)
     model = build_model(None, cfg.n_mels, n, args.width_scale, activation, args.dropout)
-    history = common.fit_classifier(model, data, args, staging, batches, loss=make_loss(args.loss),
+    history = common.fit_classifier(model, data, args, batches, loss=make_loss(args.loss),
                                     validation=validation_set(data, args), warmup_epochs=WARMUP_EPOCHS)
     saved = build_model(cfg.n_frames, cfg.n_mels, n, args.width_scale, activation, args.dropout)   # as exported
     saved.set_weights(model.get_weights())

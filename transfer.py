@@ -173,7 +173,7 @@ def train(front_end: BackboneEmbeddings, data, args, staging):
             else:
                 batches = common.make_batches(one_version, data.train.y, n, args.batch_size, args.seed,
                                               balance=args.balance)
-                history = common.fit_classifier(model, data, args, staging, batches,
+                history = common.fit_classifier(model, data, args, batches,
                                                 label_smoothing=args.label_smoothing)
             fits.append((validation_score(model, data), model, history))
             print(f"{model.name}: validation macro-F1 {fits[-1][0][0]:.3f}, loss {-fits[-1][0][1]:.3f}")

@@ -254,13 +254,13 @@ def length_bucketed(x: np.ndarray, targets: np.ndarray, batch_size: int, multipl
     return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))   # Keras then knows where it ends
 
 
-def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=None,
+def fit_classifier(model, data: DataSplits, args, train_batches=None,
                    use_class_weights: bool = False, label_smoothing: float = 0.0,
                    lr_schedule: str = "plateau", loss=None, validation=None, warmup_epochs: int = 0) -> pd.DataFrame:
     """Compile and fit ``model`` with early stopping on validation loss; returns the history.
 
-    The best epoch (lowest validation loss) is checkpointed into ``staging`` and
-    restored at the end. ``train_batches`` replaces the plain (x, y) training
+    The weights of the best epoch (lowest validation loss) are kept in memory
+    and restored at the end. ``train_batches`` replaces the plain (x, y) training
     data with on-the-fly augmented batches. ``loss`` replaces categorical
     cross-entropy (with ``label_smoothing``), and ``validation`` (x, targets,
     or any ``validation_data``: :func:`length_bucketed`) the validation split
@@ -280,11 +280,14 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
                   metrics=["accuracy"], jit_compile=True if args.xla else "auto",
                   # the same steps, in a loop TensorFlow runs: less dispatch from Python per step
                   steps_per_execution=STEPS_PER_EXECUTION if args.xla else 1)
-    best = staging / "best.weights.h5"
+    best = {"val_loss": np.inf, "weights": None}
+
+    def keep_best(epoch, logs):   # in memory: a file written at every new best took 1-2 s of a run
+        if logs["val_loss"] < best["val_loss"]:
+            best.update(val_loss=logs["val_loss"], weights=model.get_weights())
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience,
                                                start_from_epoch=warmup_epochs),
-                 keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
-                                                 save_weights_only=True)]
+                 keras.callbacks.LambdaCallback(on_epoch_end=keep_best)]
     if lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                            patience=max(2, args.patience // 3)))
@@ -297,8 +300,8 @@ def fit_classifier(model, data: DataSplits, args, staging: Path, train_batches=N
                         class_weight=class_weights(data.train.y, n) if use_class_weights else None,
                         callbacks=callbacks, shuffle=True, verbose=0 if args.quiet else 2)
     import pandas as pd
-    model.load_weights(best)
-    best.unlink()
+    if best["weights"] is not None:
+        model.set_weights(best["weights"])
     frame = pd.DataFrame(history.history)
     return frame.drop(columns=[c for c in frame if c == "learning_rate"])
 

@@ -20,18 +20,22 @@ def diverging_splits() -> DataSplits:
 
 
 @pytest.mark.parametrize("warmup, epochs_run", [(0, 2), (3, 5)])
-def test_patience_counts_from_the_end_of_the_warm_up(tmp_path, warmup, epochs_run):
-    """Validation loss rises every epoch: patience 1 stops one epoch after the first epoch it watches."""
+def test_patience_counts_from_the_end_of_the_warm_up(warmup, epochs_run):
+    """Validation loss rises every epoch: patience 1 stops one epoch after the first epoch it watches,
+    and the weights of the first epoch, the best, come back."""
     import keras
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     args = argparse.Namespace(epochs=8, batch_size=16, lr=0.05, patience=1, quiet=True, xla=False)
-    history = fit_classifier(model, diverging_splits(), args, tmp_path, warmup_epochs=warmup)
+    history = fit_classifier(model, diverging_splits(), args, warmup_epochs=warmup)
     assert np.all(np.diff(history["val_loss"]) > 0)
     assert len(history) == epochs_run
+    val = diverging_splits().val
+    restored = model.evaluate(val.x, keras.utils.to_categorical(val.y, 2), batch_size=16, verbose=0)[0]
+    assert restored == pytest.approx(history["val_loss"][0], rel=1e-5)
 
 
-def test_xla_steps_run_in_loops_of_several_train_as_one_at_a_time(tmp_path, monkeypatch):
+def test_xla_steps_run_in_loops_of_several_train_as_one_at_a_time(monkeypatch):
     """4 steps an epoch, in calls of 8 (a partial loop each epoch) or one by one: the same history."""
     import keras
 
@@ -42,7 +46,7 @@ def test_xla_steps_run_in_loops_of_several_train_as_one_at_a_time(tmp_path, monk
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
         args = argparse.Namespace(epochs=3, batch_size=16, lr=0.05, patience=5, quiet=True, xla=True)
-        return fit_classifier(model, diverging_splits(), args, tmp_path)
+        return fit_classifier(model, diverging_splits(), args)
 
     looped, single = history(8), history(1)
     assert len(looped) == 3
