@@ -83,7 +83,7 @@ def training_batches(data, args):
         return x, y
 
     return common.make_batches(features, data.train.y, len(data.classes), args.batch_size, args.seed, batch_transform,
-                               balance=args.balance, full_batches=True, workers=1)   # README: training time
+                               balance=args.balance, full_batches=True, workers=2)   # README: training time
 
 
 def train(data, args, staging):
