@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .allocator import keep_freed_memory
-from .compile_cache import use_compile_cache
 from .audio import WIND_CORNERS_HZ, load_noise_bank, synthetic_wind
 from .calibration import (
     activate,
@@ -31,6 +30,7 @@ from .calibration import (
     negative_log_likelihood,
     plot_reliability,
 )
+from .compile_cache import use_compile_cache
 from .dataset import (
     DATASET_URL,
     DEFAULT_CACHE,
