@@ -277,7 +277,10 @@ class Clips:
     audio: list[np.ndarray] | None = None
 
     def subset(self, idx) -> "Clips":
-        idx = np.asarray(idx)
+        """The clips at ``idx``, in that order; all of them in order share this one's arrays (no copy of x)."""
+        idx = np.asarray(idx, int)
+        if np.array_equal(idx, np.arange(len(self.y))):   # the common case: nothing dropped, and x is large
+            return dataclasses.replace(self)
         return Clips(self.x[idx], self.y[idx], [self.files[i] for i in idx], [self.hashes[i] for i in idx],
                      None if self.audio is None else [self.audio[i] for i in idx])
 

@@ -14,7 +14,9 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -191,7 +193,8 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
     ``full_batches`` fills the last batch too (drawing more examples, or
     without ``balance`` repeating the epoch's first ones), so that every
     batch has one shape: an XLA-compiled step is then compiled once, not
-    twice. ``workers`` > 1 prepares that many batches at once in threads.
+    twice. ``workers`` > 1 prepares that many batches at once in threads,
+    working one epoch ahead; ``close()`` stops them once training is done.
     Each epoch's order and each batch's augmentation come from generators
     seeded by (``seed``, epoch[, batch]), so the batches are the same
     whatever the threads' timing.
@@ -205,27 +208,55 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
         def __init__(self):
             super().__init__(workers=workers)
             self.epoch = 0
-            self.order = self.draw()
+            self.requested = set()   # this epoch's batch indices asked for so far
+            # Keras' workers compute the batches asked for, and stop at each epoch's end; these threads work ahead
+            # on the next epoch once Keras has asked for all of this one's, through validation and the epoch's end
+            # (README: training time)
+            self.ahead = ThreadPoolExecutor(workers) if workers > 1 else None
+            self.prefetched = {}     # (epoch, batch index) -> Future
+            self.lock = threading.Lock()
 
-        def draw(self):
-            rng = np.random.default_rng([seed, self.epoch])
+        def order(self, epoch):
+            rng = np.random.default_rng([seed, epoch])
             size = len(self) * batch_size if full_batches else len(y)
             if balance:
                 return rng.choice(len(y), size, p=weights)
             return np.resize(rng.permutation(len(y)), size)   # filled up from the start of the shuffle
 
+        def batch(self, epoch, i, order):
+            rng = np.random.default_rng([seed, epoch, i])
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            xb, yb = x_fn(idx, rng), one_hot(y[idx], n_classes)
+            return after(xb, yb, rng) if after else (xb, yb)
+
         def __len__(self):
             return int(np.ceil(len(y) / batch_size))
 
         def __getitem__(self, i):
-            rng = np.random.default_rng([seed, self.epoch, i])
-            idx = self.order[i * batch_size:(i + 1) * batch_size]
-            xb, yb = x_fn(idx, rng), one_hot(y[idx], n_classes)
-            return after(xb, yb, rng) if after else (xb, yb)
+            with self.lock:
+                self.requested.add(i)
+                if self.ahead is not None and len(self.requested) == len(self) and \
+                        (self.epoch + 1, 0) not in self.prefetched:
+                    order = self.order(self.epoch + 1)
+                    self.prefetched.update({(self.epoch + 1, j): self.ahead.submit(self.batch, self.epoch + 1, j, order)
+                                            for j in range(len(self))})
+                ready = self.prefetched.get((self.epoch, i))
+            if ready is not None and not ready.cancel():   # started or done: wait for it
+                return ready.result()
+            return self.batch(self.epoch, i, self.order(self.epoch))
 
         def on_epoch_end(self):
-            self.epoch += 1
-            self.order = self.draw()
+            with self.lock:
+                for i in range(len(self)):
+                    self.prefetched.pop((self.epoch, i), None)
+                self.epoch += 1
+                self.requested = set()
+
+        def close(self):
+            """Stop the threads that work ahead (batches prefetched for an epoch that will not run are dropped)."""
+            if self.ahead is not None:
+                self.ahead.shutdown(wait=True, cancel_futures=True)
+                self.prefetched.clear()
 
     return Batches()
 
@@ -295,10 +326,14 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
     target = None if train_batches is not None else one_hot(data.train.y, n)
     if validation is None:
         validation = (data.val.x, one_hot(data.val.y, n))
-    history = model.fit(train, target, batch_size=None if train_batches is not None else args.batch_size,
-                        epochs=args.epochs, validation_data=validation,
-                        class_weight=class_weights(data.train.y, n) if use_class_weights else None,
-                        callbacks=callbacks, shuffle=True, verbose=0 if args.quiet else 2)
+    try:
+        history = model.fit(train, target, batch_size=None if train_batches is not None else args.batch_size,
+                            epochs=args.epochs, validation_data=validation,
+                            class_weight=class_weights(data.train.y, n) if use_class_weights else None,
+                            callbacks=callbacks, shuffle=True, verbose=0 if args.quiet else 2)
+    finally:
+        if hasattr(train, "close"):   # make_batches' threads
+            train.close()
     import pandas as pd
     if best["weights"] is not None:
         model.set_weights(best["weights"])

@@ -182,6 +182,37 @@ def test_full_batches_have_one_shape_and_the_same_draws_in_any_order(balance):
     assert not np.array_equal(batches[0][0], first)        # a new epoch, new draws
 
 
+def test_batches_worked_out_ahead_are_the_batches_asked_for():
+    """With threads, the next epoch is prepared once this one's batches are all asked for: the same batches."""
+    pytest.importorskip("keras")
+    from core.training import make_batches
+    y = np.array([0] * 20 + [1] * 5)
+
+    def make(workers):
+        return make_batches(lambda idx, rng: np.c_[idx, rng.random(len(idx))].astype(np.float32), y, 2, 10, seed=3,
+                            balance=0.5, full_batches=True, workers=workers)
+    ahead, plain = make(2), make(1)
+    for epoch in range(3):
+        for b in (2, 0, 1):                                # in another order than the indices, as Keras shuffles
+            assert np.array_equal(ahead[b][0], plain[b][0])
+        ahead_of_now = set(ahead.prefetched) - {(epoch, b) for b in range(3)}
+        assert ahead_of_now == {(epoch + 1, b) for b in range(3)}   # the next epoch's, all, and nothing older
+        ahead.on_epoch_end()
+        plain.on_epoch_end()
+    ahead.close()
+    assert not ahead.prefetched and ahead.ahead._shutdown
+
+
+def test_a_subset_of_every_clip_shares_the_arrays_and_any_other_copies_them():
+    from core.dataset import Clips
+    clips = Clips(np.arange(12, dtype=np.float32).reshape(4, 3), np.array([0, 1, 0, 1]), list("abcd"), list("ABCD"))
+    every = clips.subset(np.arange(4))
+    assert every is not clips and every.x is clips.x and every.files == clips.files
+    reordered = clips.subset([3, 2, 1, 0])
+    assert reordered.x is not clips.x and reordered.files == list("dcba") and list(reordered.y) == [1, 0, 1, 0]
+    assert clips.subset([]).x.shape == (0, 3)
+
+
 def test_load_splits_carves_validation_from_training(data_dir, cache_dir):
     data = load_splits(data_dir, CFG, seed=42, val_size=0.2, cache_dir=cache_dir)
     assert data.classes == ["bird", "cow", "dog"] and data.skipped == 0
