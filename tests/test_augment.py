@@ -2,7 +2,7 @@
 import numpy as np
 from conftest import tone
 
-from core.augment import WaveAugment, mixup, spec_augment, spectral_tilt
+from core.augment import WaveAugment, mixup, random_crop, spec_augment, spectral_tilt
 from core.features import FeatureConfig
 
 
@@ -60,3 +60,15 @@ def test_spectral_tilt_matches_first_order_response():
         w = 2 * np.pi * hz / sr
         expected = 1 + a * a - 2 * a * np.cos(w)          # |1 - a e^{-jw}|^2
         np.testing.assert_allclose(np.mean(out[1:] ** 2) / np.mean(y[1:] ** 2), expected, rtol=1e-2)
+
+
+def test_an_excerpt_of_a_shifted_clip_is_cut_without_rolling_it():
+    """random_crop(y, n, rng, shift) is random_crop(np.roll(y, shift), n, rng), wrapping round the clip's end too."""
+    y = np.arange(100, dtype=np.float32)
+    for shift in (0, 7, -7, 60, -99):
+        for seed in range(20):
+            cut = random_crop(y, 30, np.random.default_rng(seed), shift)
+            assert np.array_equal(cut, random_crop(np.roll(y, shift), 30, np.random.default_rng(seed)))
+    assert np.array_equal(random_crop(y, 200, np.random.default_rng(0), 5), np.roll(y, 5))   # shorter: all of it
+    wrapped = random_crop(y, 30, np.random.default_rng(136), 90)   # seed 136 starts at 70: y[80:] then y[:10]
+    assert list(wrapped) == list(range(80, 100)) + list(range(10))
