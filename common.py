@@ -23,8 +23,11 @@ builds its network, so ``predict.py`` on an exported model never pays for it.
 """
 import os
 
-# Both are needed to silence TensorFlow's start-up noise; set before anything imports it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Both are needed to silence TensorFlow's start-up noise; set before anything imports it. Level 3 also hides
+# what XLA logs as errors each time it reads back a kept program (core.compile_cache) though nothing is wrong:
+# a failed text parse before the binary one, and tuning flags it takes for missing CPU features. Errors that
+# matter reach Python as exceptions; TF_CPP_MIN_LOG_LEVEL=0 shows TensorFlow's whole log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from core.allocator import keep_freed_memory  # noqa: E402,F401
