@@ -35,7 +35,7 @@ from core.audio import (AUDIO_EXTENSIONS, WIND_CORNERS_HZ, AudioError, active_po
                         is_audio_file, load_audio, load_noise_bank, mix_at_snr, stream_audio, synthetic_wind, warn)
 from core.audio_sources import (AudioSource, FileSource, MicrophoneSource, SourceLost,  # noqa: E402,F401
                                 SourceUnavailable, list_input_devices)
-from core.augment import WaveAugment, mixup, random_crop, spec_augment, time_shift  # noqa: E402,F401
+from core.augment import WaveAugment, mixup, random_crop, spec_augment  # noqa: E402,F401
 from core.backends import (BACKENDS, FILES, MODEL_FILE, ONNX_FILE, TFLITE_FILE, VIEW_OUTPUTS,  # noqa: E402,F401
                            ModelDirError, OnnxPredictor, TFLitePredictor)
 from core.dataset import (CLASS_NAMES, DATASET_URL, DEFAULT_CACHE, DataSplits, DatasetError,  # noqa: E402,F401

@@ -42,11 +42,6 @@ def random_shift(n: int, rng: np.random.Generator, max_fraction: float = 0.2) ->
     return int(rng.integers(-limit, limit + 1)) if limit else 0
 
 
-def time_shift(y: np.ndarray, rng: np.random.Generator, max_fraction: float = 0.2) -> np.ndarray:
-    """Roll the clip by up to ``max_fraction`` of its length (the call moves inside the window)."""
-    return np.roll(y, random_shift(len(y), rng, max_fraction))
-
-
 def spectral_tilt(y: np.ndarray, rng: np.random.Generator, max_coef: float = 0.5) -> np.ndarray:
     """A random first-order tilt ``y[n] - a y[n-1]``, ``a`` uniform in [-max_coef, max_coef].
 
