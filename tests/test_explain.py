@@ -11,6 +11,8 @@ keras = pytest.importorskip("keras")
 from core import attribution_metrics as am
 from core import saliency
 
+tf = pytest.importorskip("tensorflow")
+
 FRAMES, MELS = 48, 32
 REGION = (slice(16, 32), slice(8, 16))          # 128 of 1536 bins: 8.3 % of the input
 GRADIENT_METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp")
@@ -127,9 +129,20 @@ def test_lrp_conserves_the_logit_without_biases():
 def test_integrated_gradients_completeness(trained_cnn):
     x, _ = tone_inputs(1, 4, label=1)
     scores = saliency.logits_model(trained_cnn)
-    attribution = saliency.integrated_gradients(scores, x[0], 1, steps=128)
+    attribution = saliency.integrated_gradients(saliency.input_gradients(scores), x[0], 1, steps=128)
     gap = scores(x).numpy()[0, 1] - scores(np.zeros_like(x)).numpy()[0, 1]
     assert attribution.sum() == pytest.approx(gap, rel=0.02)
+
+
+def test_input_gradients_are_the_tapes_for_any_batch_and_class(trained_cnn):
+    scores = saliency.logits_model(trained_cnn)
+    gradients = saliency.input_gradients(scores)
+    for n, c in ((1, 0), (5, 1), (3, 0)):
+        x = tf.constant(tone_inputs(n, n, label=1)[0])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score = tf.reduce_sum(scores(x)[:, c])
+        np.testing.assert_allclose(gradients(x.numpy(), c), tape.gradient(score, x).numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_cam_to_input_maps_time_and_mel_axes():
