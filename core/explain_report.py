@@ -20,10 +20,20 @@ import pandas as pd
 from .reports import _plt
 
 
-def figure_png(fig, dpi: int = 100) -> bytes:
-    """The PNG bytes of a matplotlib figure, which is closed."""
+def figure_png(fig, margins=(0.6, 0.15, 0.45, 0.3), dpi: int = 100, **spacing) -> bytes:
+    """The PNG bytes of a matplotlib figure, which is closed.
+
+    ``margins`` (left, right, bottom, top, in inches) hold the tick labels, axis labels and
+    titles at this module's font sizes; ``spacing`` is ``subplots_adjust``'s hspace and wspace.
+    Fixed margins cost one drawing of the figure: a tight layout and a tight bounding box
+    each measure every text again, which took 40 % of a figure's time (0.12 against 0.07 s).
+    """
+    width, height = fig.get_size_inches()
+    left, right, bottom, top = margins
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        **spacing)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)
     _plt().close(fig)
     return buf.getvalue()
 
@@ -73,8 +83,7 @@ def overview_png(x_real, maps: dict, hop_seconds: float, start: float, title: st
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, (0.6, 0.15, 0.45, 0.5), hspace=0.55, wspace=0.16)
 
 
 def curves_png(curves: pd.DataFrame, title: str) -> bytes:
@@ -91,8 +100,7 @@ def curves_png(curves: pd.DataFrame, title: str) -> bytes:
     axes[0].set_ylabel("probability")
     axes[1].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, (0.6, 0.15, 0.5, 0.55), wspace=0.08)
 
 
 def data_uri(data: bytes, mime: str) -> str:
