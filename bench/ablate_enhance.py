@@ -18,12 +18,11 @@ bench/results/<--name>.json.
 """
 import argparse
 import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from bench.compare import ROOT, add_data_flags, prepare_split, publish, run_variant, summarise
+from bench.compare import add_data_flags, prepare_split, publish, run_variant, summarise, worktree
 from bench.wind_robustness import EARLIER, WINDY
 from enhance import WIDTHS
 
@@ -63,15 +62,10 @@ def cache_flags(tree: Path) -> list:
 @contextmanager
 def checkout(commit: str, work: Path, data_dir: Path):
     """A worktree of ``commit`` in ``work`` with its feature cache filled (one untimed epoch); removed after."""
-    tree = work / f"tree-{commit}"
-    git = ["git", "-C", str(ROOT)]
-    subprocess.run([*git, "worktree", "add", "--force", "--detach", str(tree), commit], check=True)
-    try:
+    with worktree(commit, work / f"tree-{commit}") as tree:
         print(f"filling {commit}'s feature cache (one untimed epoch)", flush=True)
         run_variant("enhance", data_dir, work, 0, ["--epochs", "1", *cache_flags(tree)], f"-{commit}-warm", root=tree)
         yield tree
-    finally:
-        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=True)
 
 
 def main(argv=None):

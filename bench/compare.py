@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,17 @@ def publish(runs: dict, seeds: list, name: str, val: bool = False, folds: int = 
     out = ROOT / "bench" / "results" / f"{name}.json"
     common.atomic_write(out, json.dumps({"seeds": seeds, "folds": folds, "runs": runs, "table": table}, indent=2))
     print(f"wrote {out}")
+
+
+@contextmanager
+def worktree(commit: str, path: Path):
+    """A checkout of ``commit`` at ``path`` beside this one (``git worktree``), removed on exit."""
+    git = ["git", "-C", str(ROOT)]
+    subprocess.run([*git, "worktree", "add", "--force", "--detach", str(path), commit], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(path)], check=True)
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
