@@ -110,21 +110,25 @@ def window_predictor(model: keras.Model, n_frames: int, batch: int = 64) -> Call
     return predict
 
 
-def input_gradients(scores: keras.Model) -> Callable[[np.ndarray, int], np.ndarray]:
+def input_gradients(scores: keras.Model, compiled: bool = True) -> Callable[[np.ndarray, int], np.ndarray]:
     """``gradients(xs, c)``: d scores[:, c] / d xs for a batch xs (n, frames, mels), one backward pass.
 
-    One ``tf.function`` for every batch size and class, traced on its first call and reused
-    after: on the main model, saliency, SmoothGrad and IG take 0.8 s that way on the first
-    window against 1.0 s eagerly, and 0.3 s on every window after (``explain.py --dir``).
+    ``compiled``: one ``tf.function`` for every batch size and class, traced on its first
+    call and reused after: on the main model, saliency, SmoothGrad and IG take 0.8 s that way
+    on the first window against 1.0 s eagerly, and 0.3 s on every window after
+    (``explain.py --dir``). Eager for a model that serves one window only (an MFCC model's,
+    whose front is built per window): a trace per window buys little, and TensorFlow warns
+    about functions traced again and again.
     """
-    @tf.function(input_signature=[tf.TensorSpec((None, *scores.input_shape[1:]), tf.float32),
-                                  tf.TensorSpec((), tf.int32)])
     def gradients(xs, c):
         with tf.GradientTape() as tape:
             tape.watch(xs)
             score = tf.reduce_sum(tf.gather(scores(xs, training=False), c, axis=1))
         return tape.gradient(score, xs)
 
+    if compiled:
+        gradients = tf.function(gradients, input_signature=[
+            tf.TensorSpec((None, *scores.input_shape[1:]), tf.float32), tf.TensorSpec((), tf.int32)])
     return lambda xs, c: gradients(tf.convert_to_tensor(np.asarray(xs, np.float32)), tf.constant(c, tf.int32)).numpy()
 
 
@@ -400,7 +404,8 @@ class Explainer:
                  seed: int = 0, gradcam_layer: str | None = None, front=None):
         self.model, self.front = model, front
         scores = logits_model(model)
-        self.gradients = input_gradients(behind(front, scores) if front is not None else scores)
+        self.gradients = (input_gradients(behind(front, scores), compiled=False) if front is not None
+                          else input_gradients(scores))
         explained = behind(front, model) if front is not None else model
         self.predict = window_predictor(explained, int(explained.input_shape[1]))
         self.patch, self.lime_samples, self.shap_samples = tuple(patch), lime_samples, shap_samples

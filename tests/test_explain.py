@@ -134,9 +134,10 @@ def test_integrated_gradients_completeness(trained_cnn):
     assert attribution.sum() == pytest.approx(gap, rel=0.02)
 
 
-def test_input_gradients_are_the_tapes_for_any_batch_and_class(trained_cnn):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_input_gradients_are_the_tapes_for_any_batch_and_class(trained_cnn, compiled):
     scores = saliency.logits_model(trained_cnn)
-    gradients = saliency.input_gradients(scores)
+    gradients = saliency.input_gradients(scores, compiled)
     for n, c in ((1, 0), (5, 1), (3, 0)):
         x = tf.constant(tone_inputs(n, n, label=1)[0])
         with tf.GradientTape() as tape:
