@@ -106,7 +106,7 @@ def side_by_side(commit: str, model_dir: Path, clip: Path, n_clips: int, methods
     print(f"| | {commit} | this tree | ratio |\n|---|---:|---:|---:|")
     for name in sources:
         before, after = (float(np.median(seconds[tree, name])) for tree in (commit, "this tree"))
-        what = f"{clip.name}" if name == "--file" else f"a folder of {n_clips} clips"
+        what = clip.name if name == "--file" else f"a folder of {n_clips} clips"
         print(f"| `{name}` {what} | {before:.1f} s | {after:.1f} s | {after / before:.2f} |")
 
 

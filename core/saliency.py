@@ -134,7 +134,10 @@ def input_gradients(scores: keras.Model, compiled: bool = True) -> Callable[[np.
 
 # ---------------------------------------------------------------- gradient methods
 def vanilla_saliency(gradients, x: np.ndarray, c: int) -> np.ndarray:
-    """|d logit_c / d x| over the real frames (Simonyan et al., ICLR workshop 2014); ``gradients``: :func:`input_gradients`."""
+    """|d logit_c / d x| over the real frames (Simonyan et al., ICLR workshop 2014).
+
+    ``gradients`` (here and below): an :func:`input_gradients` of the model's logits.
+    """
     return np.abs(gradients(x[None], c)[0, :n_real_frames(x)]).astype(np.float32)
 
 
