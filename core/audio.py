@@ -7,8 +7,12 @@ long recording in memory.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
+import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -73,6 +77,35 @@ def _warn_if_truncated(path: Path, f) -> None:
              f"using the {f.frames / f.samplerate:.2f} s present")
 
 
+_STDERR = threading.Lock()   # one redirection of file descriptor 2 at a time, or a second would keep the first's
+
+
+@contextlib.contextmanager
+def decoder_notes(path: Path):
+    """Turn what a C decoder prints to stderr while the block runs into one warning line naming ``path``.
+
+    libsndfile's MP3 decoder (libmpg123) writes its notes straight to file
+    descriptor 2, e.g. three lines without a file name when a WAV's chunk
+    after the MP3 data is read as a damaged frame (the audio is whole). While
+    the block runs, descriptor 2 is a temporary file; anything another thread
+    writes to stderr then lands in the warning too, so only decoding that
+    prints such notes should run inside.
+    """
+    with _STDERR, tempfile.TemporaryFile() as notes:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(notes.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        notes.seek(0)
+        lines = [line.strip() for line in notes.read().decode(errors="replace").splitlines() if line.strip()]
+    if lines:
+        warn(f"{path}: the MP3 decoder says: {' '.join(lines)}")
+
+
 def _native_blocks(path: Path, block_frames_at_sr, sr: int) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 block, native rate). soundfile first; librosa/audioread for the rest."""
     import soundfile as sf
@@ -96,9 +129,11 @@ def _native_blocks(path: Path, block_frames_at_sr, sr: int) -> Iterator[tuple[np
         # 16-bit PCM, what most recorders write, is read as integers and scaled here: the same floats as
         # libsndfile's float read (x / 32768), which converted 7 times slower.
         dtype = "int16" if f.subtype == "PCM_16" else "float32"
+        notes = (lambda: decoder_notes(path)) if f.subtype.startswith("MPEG") else contextlib.nullcontext
         while True:
             try:
-                data = f.read(block, dtype=dtype, always_2d=True)
+                with notes():
+                    data = f.read(block, dtype=dtype, always_2d=True)
             except Exception as e:  # truncated or corrupt payload mid-file
                 raise AudioError(path, f"corrupt audio data ({e})") from None
             if len(data) == 0:

@@ -1,10 +1,13 @@
 """Audio input and noise mixing: SNR calibration, synthetic wind, the noise bank, refused inputs."""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import BAD_INPUTS, tone, write_bad_inputs, write_truncated_wav, write_wav
 
-from core.audio import (AudioError, active_power, fit_noise, load_audio, load_noise_bank, mix_at_snr, stream_audio,
-                        synthetic_wind)
+from core.audio import (AudioError, active_power, decoder_notes, fit_noise, load_audio, load_noise_bank, mix_at_snr,
+                        stream_audio, synthetic_wind)
 
 SR = 16000
 
@@ -171,3 +174,13 @@ def test_active_power_keeps_what_librosa_split_keeps():
 def test_active_power_needs_frames_of_whole_hops():
     with pytest.raises(ValueError, match="multiple"):
         active_power(np.ones(4000, np.float32), frame_length=1000, hop_length=256)
+
+
+def test_what_a_decoder_prints_becomes_one_warning_naming_the_file(capfd):
+    with decoder_notes(Path("x.wav")):
+        os.write(2, b"Note: Trying to resync...\nNote: Hit end of (available) data during resync.\n")
+    os.write(2, b"stderr is back\n")
+    with decoder_notes(Path("quiet.wav")):
+        pass
+    assert capfd.readouterr().err == ("warning: x.wav: the MP3 decoder says: Note: Trying to resync... "
+                                      "Note: Hit end of (available) data during resync.\nstderr is back\n")
