@@ -19,11 +19,13 @@ DeepFool   the smallest L2 step to the nearest linearised class boundary,  Moosa
            repeated until the label flips, overshoot 0.02                  al. 2016
 =========  ==============================================================  =====================
 
-Attacks use the true label (FGSM, PGD) and the logits (DeepFool); this module imports
-TensorFlow only inside the attack functions.
+Attacks use the true label (FGSM, PGD) and the logits (DeepFool). Their gradients are
+XLA-compiled TensorFlow functions, compiled once per model and batch shape
+(:func:`attack_gradients`); this module imports TensorFlow only when an attack runs.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -66,19 +68,46 @@ def feature_noise(x: np.ndarray, sigma: float, seed: int, scale=1.0) -> np.ndarr
     return (x + sigma * scale * noise * real_frame_weights(x)).astype(np.float32)
 
 
-def _loss_gradient(logits_model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """d CE(y, softmax(logits(x))) / d x (summed over the batch, so per-example gradients)."""
-    import tensorflow as tf
-    xt = tf.convert_to_tensor(x, tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits_model(xt, training=False)))
-    return tape.gradient(loss, xt).numpy()
+_COMPILED = weakref.WeakKeyDictionary()   # logits model -> its attack gradients
+
+
+def attack_gradients(logits_model) -> dict:
+    """The gradients the attacks take of ``logits_model``, as functions of numpy arrays (built once per model).
+
+    ``"loss"(x, y)``: d CE(y, softmax(logits(x))) / d x, summed over the batch, so each
+    example's own gradient. ``"classes"(x)``: the logits (n, C) and d logits[:, k] / d x for
+    every class k (n, C, frames, mels). Each is a ``tf.function`` compiled by XLA for every
+    batch shape it meets (about 2 s each): on the main model a batch of 64 then costs 0.19 s
+    against 0.65 s eagerly, and ``robustness.py`` makes 330 such calls.
+    """
+    if logits_model not in _COMPILED:
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def loss(x, y):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                logits = logits_model(x, training=False)
+                total = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+            return tape.gradient(total, x)
+
+        @tf.function(jit_compile=True)
+        def classes(x):
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                logits = logits_model(x, training=False)
+                per_class = [tf.reduce_sum(logits[:, k]) for k in range(logits.shape[-1])]
+            return logits, tf.stack([tape.gradient(score, x) for score in per_class], axis=1)
+
+        _COMPILED[logits_model] = {
+            "loss": lambda x, y: loss(tf.constant(x, tf.float32), tf.constant(y, tf.int64)).numpy(),
+            "classes": lambda x: tuple(t.numpy() for t in classes(tf.constant(x, tf.float32)))}
+    return _COMPILED[logits_model]
 
 
 def fgsm(logits_model, x: np.ndarray, y: np.ndarray, eps: float, scale=1.0) -> np.ndarray:
     """Fast Gradient Sign Method (Goodfellow et al., ICLR 2015): one L-inf step of size ``eps * scale`` up the loss."""
-    step = np.sign(_loss_gradient(logits_model, x, y)) * real_frame_weights(x)
+    step = np.sign(attack_gradients(logits_model)["loss"](x, y)) * real_frame_weights(x)
     return (x + eps * scale * step).astype(np.float32)
 
 
@@ -92,9 +121,10 @@ def pgd(logits_model, x: np.ndarray, y: np.ndarray, eps: float, steps: int = 10,
     real = real_frame_weights(x)
     radius = np.broadcast_to(np.float32(eps) * np.asarray(scale, np.float32), x.shape[-1:])
     rng = np.random.default_rng(seed)
+    loss_gradient = attack_gradients(logits_model)["loss"]
     adv = x + rng.uniform(-radius, radius, x.shape).astype(np.float32) * real
     for _ in range(steps):
-        adv = adv + radius / 4 * np.sign(_loss_gradient(logits_model, adv, y)) * real
+        adv = adv + radius / 4 * np.sign(loss_gradient(adv, y)) * real
         adv = x + np.clip(adv - x, -radius, radius)
     return adv.astype(np.float32)
 
@@ -108,25 +138,19 @@ def deepfool(logits_model, x: np.ndarray, max_iter: int = 50, overshoot: float =
     applied until the label changes. Returns (perturbations r (n, frames, mels), iterations
     used (n,), whether the label flipped (n,)).
     """
-    import tensorflow as tf
     real = real_frame_weights(x)
+    logits_and_gradients = attack_gradients(logits_model)["classes"]
     start = np.asarray(logits_model(x, training=False)).argmax(axis=1)
     total = np.zeros_like(x)
     iterations = np.zeros(len(x), int)
     active = np.ones(len(x), bool)
     rows = np.arange(len(x))
     for _ in range(max_iter):
-        xt = tf.convert_to_tensor(x + (1 + overshoot) * total, tf.float32)
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(xt)
-            logits = logits_model(xt, training=False)
-            per_class = [tf.reduce_sum(logits[:, k]) for k in range(logits.shape[-1])]
-        f = logits.numpy()
+        f, grads = logits_and_gradients(x + (1 + overshoot) * total)
         active &= f.argmax(axis=1) == start
         if not active.any():
             break
-        grads = np.stack([tape.gradient(s, xt).numpy() for s in per_class], axis=1) * real[:, None]
-        del tape
+        grads = grads * real[:, None]
         w = grads - grads[rows, start][:, None]                          # (n, C, frames, mels)
         gap = np.abs(f - f[rows, start][:, None])                       # (n, C)
         norms = np.sqrt(np.sum(w ** 2, axis=(2, 3))) + 1e-12
