@@ -12,10 +12,6 @@ methods and for LIME + SHAP: each method's compute time (median over the clips a
 explain.py's whole work on the file with the model loaded (methods, metrics, curves,
 pictures, audio, page), and a whole explain.py process (TensorFlow's import and the model
 load included). Writes bench/results/explain.csv and prints a markdown table.
-
---baseline COMMIT times explain.py at COMMIT (a git worktree beside this checkout) against
-this tree, side by side: the whole command on --file and on a folder of the first
---dir-clips recordings of --file's folder, each tree in turn, --runs times (gradient methods).
 """
 import os
 
@@ -34,9 +30,9 @@ from tqdm import tqdm
 
 import common
 import explain
-from bench.compare import ROOT, worktree
 from core.model_data import default_data_dir, split_clips
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "explain.csv"
 SLOW = ("lime", "shap")
 TARGET_SECONDS = {"gradient": 5.0, "lime+shap": 60.0}
@@ -76,38 +72,13 @@ def in_process_seconds(explainer, clf, clip: Path, methods, settings) -> float:
         return time.perf_counter() - start
 
 
-def command_seconds(model_dir: Path, source: list, methods, root: Path = ROOT) -> float:
-    """Wall time of one explain.py run (a fresh process: imports, model load, outputs) of the checkout ``root``.
-
-    ``source``: ``["--file", clip]`` or ``["--dir", folder]``.
-    """
+def command_seconds(model_dir: Path, clip: Path, methods) -> float:
+    """Wall time of one explain.py run on ``clip`` (a fresh process: imports, model load, outputs)."""
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        subprocess.run([sys.executable, str(root / "explain.py"), "--model-dir", str(model_dir.resolve()),
-                        *map(str, source), "--out", out, "--methods", *methods], check=True, capture_output=True,
-                       cwd=root)
+        subprocess.run([sys.executable, str(ROOT / "explain.py"), "--model-dir", str(model_dir), "--file", str(clip),
+                        "--out", out, "--methods", *methods], check=True, capture_output=True)
         return time.perf_counter() - start
-
-
-def side_by_side(commit: str, model_dir: Path, clip: Path, n_clips: int, methods, runs: int) -> None:
-    """Print the median whole-command time of explain.py at ``commit`` and here, on ``clip`` and on a folder."""
-    with tempfile.TemporaryDirectory() as tmp, worktree(commit, Path(tmp) / f"tree-{commit}") as old:
-        folder = Path(tmp) / "clips"
-        folder.mkdir()
-        for path in sorted(p for p in clip.parent.iterdir() if common.is_audio_file(p))[:n_clips]:
-            (folder / path.name).symlink_to(path.resolve())
-        sources = {"--file": ["--file", clip.resolve()], "--dir": ["--dir", folder]}
-        seconds = {(tree, name): [] for tree in (commit, "this tree") for name in sources}
-        for _ in tqdm(range(runs), desc=f"{commit} against this tree", unit="round"):
-            for name, source in sources.items():
-                for tree, root in ((commit, old), ("this tree", ROOT)):
-                    seconds[tree, name].append(command_seconds(model_dir, source, methods, root))
-    print(f"\nwhole explain.py, median of {runs} runs ({' '.join(methods)}):")
-    print(f"| | {commit} | this tree | ratio |\n|---|---:|---:|---:|")
-    for name in sources:
-        before, after = (float(np.median(seconds[tree, name])) for tree in (commit, "this tree"))
-        what = clip.name if name == "--file" else f"a folder of {n_clips} clips"
-        print(f"| `{name}` {what} | {before:.1f} s | {after:.1f} s | {after / before:.2f} |")
 
 
 def main():
@@ -117,9 +88,6 @@ def main():
     p.add_argument("--slow-per-class", type=int, default=1, help="Test clips per class for LIME and SHAP")
     p.add_argument("--file", type=Path, default=Path("Animals_Sounds/Test/bird/Kus_184.wav"),
                    help="the clip explain.py is timed on")
-    p.add_argument("--baseline", metavar="COMMIT", help="also time explain.py at COMMIT against this tree")
-    p.add_argument("--runs", type=int, default=3, help="runs of each command for --baseline")
-    p.add_argument("--dir-clips", type=int, default=5, help="recordings in the folder --baseline times")
     args = p.parse_args()
     from core.saliency import Explainer
     settings = explain.parse_args(["--file", str(args.file)])          # explain.py's defaults
@@ -141,8 +109,7 @@ def main():
     table["seconds_per_clip"] = table.method.map(seconds)
     loaded = {group: in_process_seconds(explainer, clf, args.file, chosen, settings)
               for group, (chosen, _) in groups.items()}
-    wall = {group: command_seconds(args.model_dir, ["--file", args.file], chosen)
-            for group, (chosen, _) in groups.items()}
+    wall = {group: command_seconds(args.model_dir, args.file, chosen) for group, (chosen, _) in groups.items()}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     common.atomic_write(RESULTS, table.to_csv(index=False))
 
@@ -164,8 +131,6 @@ def main():
         print(f"\n{args.file}, {group} ({' '.join(chosen)}): methods' compute {compute:.1f} s per clip (median); "
               f"explain.py's work with the model loaded {loaded[group]:.1f} s; the whole command {wall[group]:.1f} s "
               f"(target < {TARGET_SECONDS[group]:.0f} s)")
-    if args.baseline:
-        side_by_side(args.baseline, args.model_dir, args.file, args.dir_clips, fast, args.runs)
 
 
 if __name__ == "__main__":
