@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import common
 from core import robustness
+from core.compile_cache import use_compile_cache
 from core.model_data import (
     default_data_dir,
     examination_parser,
@@ -56,7 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--deepfool-iterations", type=int, default=50, help="0: skip DeepFool")
     p.add_argument("--limit", type=int, default=None, help="use only the first N Test clips (quick looks)")
     p.add_argument("--batch-size", type=int, default=32, help="clips per attack batch")
-    p.add_argument("--cache-dir", type=Path, default=common.DEFAULT_CACHE, help="feature cache")
+    p.add_argument("--cache-dir", type=Path, default=common.DEFAULT_CACHE,
+                   help="feature cache, and the attacks' compiled XLA programs (under xla/)")
     p.add_argument("--seed", type=int, default=0, help="noise excerpts, feature noise, PGD starts")
     return p.parse_args(argv)
 
@@ -115,6 +117,7 @@ def deepfool_table(clf, logits, clips, args) -> pd.DataFrame:
 
 def main(argv=None):
     args = parse_args(argv)
+    use_compile_cache(args.cache_dir)   # the attacks' XLA programs, kept for the next run on this model
     from core.saliency import (
         logits_model,  # imports TensorFlow (~10 s): not before --help or a bad flag
     )
