@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import shutil
 import sys
@@ -160,15 +161,27 @@ def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None
 def noise_bank(args, cfg: FeatureConfig) -> list:
     """Wind recordings of ``args.data_dir``/Noise/wind (synthetic wind with a warning if none), then the run's
     :func:`synthetic_winds`."""
-    return load_noise_bank(args.data_dir / "Noise" / "wind", cfg.sr) + synthetic_winds(args, cfg)
+    return load_noise_bank(args.data_dir / "Noise" / "wind", cfg.sr) + list(synthetic_winds(args, cfg))
 
 
-def synthetic_winds(args, cfg: FeatureConfig) -> list:
+def synthetic_winds(args, cfg: FeatureConfig) -> tuple:
     """``args.synthetic_wind`` (0 if the recipe has no such flag) 20 s recordings of :func:`synthetic_wind`, each of
-    its own random colour (low-pass corner log-uniform in ``args.synthetic_wind_corner``), drawn from ``args.seed``."""
-    rng = np.random.default_rng(args.seed)
-    corner_hz = getattr(args, "synthetic_wind_corner", WIND_CORNERS_HZ)
-    return [synthetic_wind(20 * cfg.sr, cfg.sr, rng, corner_hz) for _ in range(getattr(args, "synthetic_wind", 0))]
+    its own random colour (low-pass corner log-uniform in ``args.synthetic_wind_corner``), drawn from ``args.seed``.
+
+    Read-only arrays, drawn once per process for the same settings: the wind
+    mixing and outlier exposure both ask for them (16 winds take 0.7 s).
+    """
+    corner_hz = tuple(getattr(args, "synthetic_wind_corner", WIND_CORNERS_HZ))
+    return _synthetic_winds(getattr(args, "synthetic_wind", 0), cfg.sr, args.seed, corner_hz)
+
+
+@functools.lru_cache(maxsize=1)
+def _synthetic_winds(count: int, sr: int, seed: int, corner_hz: tuple) -> tuple:
+    rng = np.random.default_rng(seed)
+    winds = tuple(synthetic_wind(20 * sr, sr, rng, corner_hz) for _ in range(count))
+    for wind in winds:
+        wind.setflags(write=False)
+    return winds
 
 
 def one_hot(y: np.ndarray, n: int) -> np.ndarray:

@@ -51,7 +51,7 @@ def test_negatives_come_from_noise_folders_training_negatives_and_the_synthetic_
 def test_the_synthetic_winds_a_recipe_mixes_in_are_negatives_too(data_dir):
     import argparse
 
-    from core.training import collect_outliers, noise_bank
+    from core.training import collect_outliers, noise_bank, synthetic_winds
     args = argparse.Namespace(data_dir=data_dir, seed=3, outliers="uniform", synthetic_wind=2,
                               synthetic_wind_corner=(50.0, 8000.0), p_noise=0.5)
     front_end = common.LogMel(common.FeatureConfig())
@@ -59,6 +59,10 @@ def test_the_synthetic_winds_a_recipe_mixes_in_are_negatives_too(data_dir):
     winds = [a for a, k in zip(negatives.audio, negatives.kinds) if k == "synthetic wind"]
     mixed_in = noise_bank(args, front_end.cfg)[-2:]   # the two synthetic winds mixed under calls
     np.testing.assert_array_equal(np.concatenate(winds), np.concatenate(mixed_in))   # cut whole
+    assert all(a is b for a, b in zip(mixed_in, synthetic_winds(args, front_end.cfg)))   # drawn once, shared...
+    assert not any(w.flags.writeable for w in mixed_in)                                 # ...and read-only
+    other_seed = synthetic_winds(argparse.Namespace(**{**vars(args), "seed": 4}), front_end.cfg)
+    assert not np.array_equal(other_seed[0], mixed_in[0])
     assert len({g for g, k in zip(negatives.groups, negatives.kinds) if k == "synthetic wind"}) == 2
     without = collect_outliers(argparse.Namespace(data_dir=data_dir, seed=3, outliers="uniform"), front_end)
     assert "synthetic wind" not in without.kinds and len(without.audio) == len(negatives.audio) - len(winds)
