@@ -11,7 +11,8 @@ next to the random mask's on the same clips. Speed on --file (a 5 s clip), for t
 methods and for LIME + SHAP: each method's compute time (median over the clips above),
 explain.py's whole work on the file with the model loaded (methods, metrics, curves,
 pictures, audio, page), a whole explain.py process (TensorFlow's import and the model
-load included), and a process that only imports and loads the model. Writes bench/results/explain.csv and prints a markdown table.
+load included), and a process that only imports and loads the model. Writes
+bench/results/explain.csv and prints a markdown table.
 """
 import os
 
