@@ -14,10 +14,14 @@ FF, Fid-In, SPS, COMP and the deletion / insertion curves, next to a random mask
 Writes, per file: one PNG per method and overview.png, original.wav and
 <method>_<mask>.wav, metrics.csv, curves.csv and curves.png, maps.npz, and report.html
 (all of it in one self-contained page). --dir adds summary.csv (the metrics averaged over
-the files), all_metrics.csv and summary.html. Explanations need gradients, so the Keras
-model file is used whatever runtimes the model directory has. A model on MFCCs is explained
-over the same log-Mel window, its front end put in front of it as a layer (core/saliency.py);
-a transfer model, whose input comes from a backbone outside Keras, is refused.
+the files), all_metrics.csv and summary.html. Explanations need gradients: after
+`python export.py --model-dir M` a log-Mel model's directory holds them as ONNX graphs
+(explain/, core/explain_graphs.py), which onnxruntime runs without TensorFlow (a process
+starts in about a second instead of five); otherwise, and for attention maps, an MFCC
+model or --gradcam-layer, the Keras model file is used (--backend keras forces it). A
+model on MFCCs is explained over the same log-Mel window, its front end put in front of it
+as a layer (core/saliency.py); a transfer model, whose input comes from a backbone outside
+Keras, is refused.
 """
 import io
 import sys
@@ -29,9 +33,9 @@ import pandas as pd
 from tqdm import tqdm
 
 import common
-from core import attribution_metrics, explain_report, listenable
+from core import attribution_metrics, explain_graphs, explain_report, listenable
 from core.features import mel_filterbank
-from core.model_data import examination_parser, keras_classifier
+from core.model_data import default_model_dir, examination_parser, keras_classifier
 
 DEFAULT_METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
 
@@ -54,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--shap-samples", type=int, default=1000, help="coalitions Kernel SHAP evaluates")
     p.add_argument("--gradcam-layer", default=None, help="Grad-CAM layer name (default: the last convolution)")
     p.add_argument("--seed", type=int, default=0, help="SmoothGrad noise, LIME, SHAP and the random mask")
+    p.add_argument("--backend", choices=("auto", "onnx", "keras"), default="auto",
+                   help="what computes the gradients: the explanation graphs export.py writes (onnx, no "
+                        "TensorFlow), or the Keras model; auto: onnx where the graphs serve every method asked for")
     return p.parse_args(argv)
 
 
@@ -191,10 +198,41 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
+def graph_explainer(args):
+    """(classifier, explainer) on onnxruntime when ``args`` allow it and the model directory's graphs serve the
+    methods asked for; None otherwise (``--backend onnx`` then stops with the reason)."""
+    model_dir = args.model_dir or default_model_dir()
+    reason = None
+    if args.backend == "keras":
+        return None
+    if not explain_graphs.has_graphs(model_dir):
+        reason = f"{model_dir} has no explanation graphs (run: python export.py --model-dir {model_dir})"
+    elif not (model_dir / common.ONNX_FILE).is_file():
+        reason = f"{model_dir} has no {common.ONNX_FILE} (run: python export.py --model-dir {model_dir})"
+    elif args.gradcam_layer is not None:
+        reason = "--gradcam-layer needs the Keras model (the graphs hold the last convolution's)"
+    else:
+        explainer = explain_graphs.GraphExplainer(model_dir, args.patch, args.lime_samples, args.shap_samples,
+                                                  args.seed)
+        # by default every method the model allows, so a model with attention keeps its attention map
+        wanted = args.methods or explainer.record["methods"] + explainer.record["keras_only"]
+        missing = [m for m in wanted if explainer.available(m)]
+        if missing:
+            reason = explainer.available(missing[0])
+        else:
+            return common.Classifier(model_dir, backend="onnx"), explainer
+    if args.backend == "onnx":
+        sys.exit(f"error: --backend onnx: {reason}")
+    print(f"note: explaining with TensorFlow: {reason}", file=sys.stderr)
+    return None
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        clf = keras_classifier(args.model_dir)   # imports TensorFlow (~10 s): not before --help or a bad flag
+        on_graphs = graph_explainer(args)
+        # the Keras model imports TensorFlow (~5 s): not before --help or a bad flag
+        clf = on_graphs[0] if on_graphs else keras_classifier(args.model_dir)
     except common.ModelDirError as e:
         sys.exit(f"error: {e}")
     if clf.front_end.kind not in ("log_mel", "mfcc"):
@@ -203,10 +241,13 @@ def main(argv=None):
                  f"and MFCC models")
     if args.target is not None and args.target not in clf.classes:
         sys.exit(f"error: --target {args.target}: not a class of {clf.model_dir} ({', '.join(clf.classes)})")
-    # which methods apply depends on the model alone; an MFCC model's front needs some window
-    probe = explainer_for(clf, args, common.log_mel(np.full(clf.cfg.window_samples, 1e-3, np.float32), clf.cfg))
-    methods = choose_methods(probe, args.methods)
-    explainer = probe if clf.front_end.kind == "log_mel" else None
+    if on_graphs:
+        explainer = on_graphs[1]
+        methods = choose_methods(explainer, args.methods)
+    else:   # which methods apply depends on the model alone; an MFCC model's front needs some window
+        probe = explainer_for(clf, args, common.log_mel(np.full(clf.cfg.window_samples, 1e-3, np.float32), clf.cfg))
+        methods = choose_methods(probe, args.methods)
+        explainer = probe if clf.front_end.kind == "log_mel" else None
     source = args.file or args.dir
     out = args.out or clf.model_dir / "explanations" / source.stem
     if args.file:

@@ -8,6 +8,10 @@ Writes next to the model's animal_sound_model.keras:
     model_int8.tflite   int8 weights, batch size 1 (runs in ai_edge_litert); with
                         --quantization weights (default) the arithmetic stays float32,
                         with dynamic-range the activations are rounded to int8 too
+    explain/            a log-Mel model's explanation graphs (core/explain_graphs.py): explain.py's
+                        gradient methods, LIME and SHAP without TensorFlow, checked against Keras'
+                        maps on three Test windows (1 %); skipped (one line) where tf2onnx cannot
+                        convert the backward pass, e.g. of a recurrent model
     export.json         what was exported, with which versions, and the parity results
 
 Both map a batch of the model's front-end features (float32) to its logits
@@ -29,6 +33,7 @@ a broken export.
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -44,6 +49,7 @@ from core.front_ends import front_end_of
 ONNX_MAX_DIFF = 1e-4         # max |p_onnx - p_keras| over every Test clip and class
 TFLITE_MIN_AGREEMENT = 0.99  # share of Test clips whose top-1 class matches Keras'
 TFLITE_MAX_ACC_GAP = 0.01    # |accuracy_tflite - accuracy_keras|
+EXPLAIN_MAX_DIFF = 1e-2      # max |map_onnx - map_keras| / max |map_keras|, explain.py's graphs (README: explain)
 PARITY_BATCH = 32            # bounds the activation memory of the 2D-CNN variants
 INT8_SHARE = 0.9             # the largest weight tensors holding this share of the weights become int8
 QUANTIZATIONS = {"weights": f"the largest weight tensors ({INT8_SHARE:.0%} of the weights) int8 per output channel, "
@@ -288,6 +294,53 @@ def check_parity(clf, staging: Path, data_dir: Path, cache_dir: Path) -> dict:
             "passed": onnx["passed"] and tflite["passed"]}
 
 
+def export_explanation(clf, staging: Path, model_dir: Path, data_dir: Path | None, cache_dir: Path) -> dict:
+    """explain.py's graphs (core.explain_graphs), installed in ``model_dir``/explain if they give Keras' maps.
+
+    Checked (unless ``data_dir`` is None) on the first three Test windows, each for its
+    predicted class: every gradient method's map within 1 % of Keras' largest value (float
+    rounding moves ReLUs that sit at zero, mostly in SmoothGrad's and IG's many copies; a
+    broken conversion is off by the map itself). A model whose backward passes tf2onnx
+    cannot convert (a recurrent one) is explained with Keras, as before.
+    """
+    from core import explain_graphs, saliency
+    staged, installed = staging / explain_graphs.GRAPHS_DIR, model_dir / explain_graphs.GRAPHS_DIR
+    try:
+        record = explain_graphs.export_graphs(clf.predictor.model, staged)
+    except explain_graphs.GraphsUnavailable as e:
+        shutil.rmtree(installed, ignore_errors=True)
+        return {"written": False, "reason": str(e)}
+    if data_dir is not None:
+        x, _ = load_test_split(clf.config, data_dir, cache_dir)
+        keras_side, graph_side = saliency.Explainer(clf.predictor.model), explain_graphs.GraphExplainer(staging)
+        worst = 0.0
+        for window in x[:3]:
+            c = int(graph_side.probabilities(window[None])[0].argmax())
+            for method in ("saliency", "smoothgrad", "ig", "gradcam", "lrp"):
+                if method in record["methods"]:
+                    expected = keras_side.explain(method, window, c)
+                    diff = np.abs(graph_side.explain(method, window, c) - expected).max()
+                    worst = max(worst, float(diff / max(np.abs(expected).max(), 1e-12)))
+        record.update(max_relative_diff=worst, passed=worst <= EXPLAIN_MAX_DIFF)
+    record["written"] = record.get("passed", True)
+    shutil.rmtree(installed, ignore_errors=True)
+    if record["written"]:
+        os.replace(staged, installed)
+    return record
+
+
+def explanation_line(record: dict) -> str:
+    """One line on the explanation graphs: written (and checked) or why not."""
+    if record["written"]:
+        checked = (f", maps within {record['max_relative_diff']:.1e} of Keras'" if "max_relative_diff" in record
+                   else " (not checked)")
+        return f"explain/: graphs for {', '.join(record['methods'])}{checked}: explain.py runs without TensorFlow"
+    if "reason" in record:
+        return f"explain/ not written: {record['reason']}; explain.py uses the Keras model"
+    return (f"explain/ not written: its maps differ from Keras' by {record['max_relative_diff']:.1e} "
+            f"(limit {EXPLAIN_MAX_DIFF:g}); explain.py uses the Keras model")
+
+
 def parity_table(parity: dict, sizes: dict) -> str:
     """The parity results as aligned text, one row per backend."""
     rows = [f"{'backend':<8}{'file':<26}{'size':>9}{'max|dp|':>10}{'top-1 agree':>13}{'accuracy':>10}"]
@@ -357,13 +410,20 @@ def main(argv=None):
                 parity = check_parity(clf, staging, args.data_dir or Path(clf.config["data_dir"]), args.cache_dir)
                 print(f"parity on {parity['n_test']} Test clips:\n{parity_table(parity, sizes)}")
             written = install(staging, args.model_dir, parity)
+            explanation = None
+            if clf.front_end.kind == "log_mel":
+                explanation = export_explanation(clf, staging, args.model_dir, None if args.skip_parity else (
+                    args.data_dir or Path(clf.config["data_dir"])), args.cache_dir)
+                print(explanation_line(explanation))
     except (common.ModelDirError, common.DatasetError) as e:
         sys.exit(f"error: {e}")
     except ExportError as e:
         sys.exit(f"error: {args.model_dir}: {e}")
     record = export_record(args.model_dir, clf.front_end, sizes, seconds, args.quantization, parity, written)
+    record["explain"] = explanation
     common.atomic_write(args.model_dir / "export.json", json.dumps(record, indent=2))
-    print(f"wrote {', '.join([*written, 'export.json'])} to {args.model_dir}"
+    explain_dir = ["explain/"] if explanation and explanation["written"] else []
+    print(f"wrote {', '.join([*written, *explain_dir, 'export.json'])} to {args.model_dir}"
           + (" (parity not checked)" if parity is None else ""))
     if parity and not parity["passed"]:
         failed = [common.FILES[b] for b in ("onnx", "tflite") if not parity[b]["passed"]]

@@ -35,7 +35,8 @@ A model on MFCCs is explained over the same log-Mel window: :class:`MFCCOfLogMel
 front end, which is linear in the window's dB map, in front of it as a layer
 (``Explainer(front=...)``), so every map lies on log-Mel bins one can see and hear. Grad-CAM
 and LRP are refused for it: their maps follow convolutions over the model's own input.
-This module imports Keras and TensorFlow.
+This module imports Keras and TensorFlow; what each method does with the model's gradients and
+probabilities is NumPy, in :mod:`core.maps`, shared with the ONNX graphs of :mod:`core.explain_graphs`.
 """
 from __future__ import annotations
 
@@ -47,14 +48,12 @@ import tensorflow as tf
 
 from .features import FeatureConfig, MFCCConfig, mfcc_matrices, n_real_frames
 from .layers import MaskedAttentionPooling
+from .maps import (MethodUnavailable, cam_to_input, grad_cam_map, integrated_gradients,  # noqa: F401
+                   lime_map, patch_segments, shap_map, smoothgrad, vanilla_saliency, window_predictor)
 from .model_views import attention_weights, logits_and_embedding
 
 METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
 CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D)
-
-
-class MethodUnavailable(ValueError):
-    """The model lacks the layers an attribution method needs; ``str()`` is one line."""
 
 
 # ---------------------------------------------------------------- model plumbing
@@ -99,17 +98,6 @@ def logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(views.inputs[0], views.outputs[0], name=f"{model.name}_logits")
 
 
-def window_predictor(model: keras.Model, n_frames: int, batch: int = 64) -> Callable[[np.ndarray], np.ndarray]:
-    """``predict(xs)``: class probabilities (n, C) of crops (n, frames <= n_frames, mels), zero-padded to the window."""
-    def predict(xs):
-        xs = np.asarray(xs, np.float32)
-        padded = np.zeros((len(xs), n_frames, xs.shape[2]), np.float32)
-        padded[:, :xs.shape[1]] = xs[:, :n_frames]
-        return np.concatenate([np.asarray(model.predict_on_batch(padded[i:i + batch]))
-                               for i in range(0, len(xs), batch)])
-    return predict
-
-
 def input_gradients(scores: keras.Model, compiled: bool = True) -> Callable[[np.ndarray, int], np.ndarray]:
     """``gradients(xs, c)``: d scores[:, c] / d xs for a batch xs (n, frames, mels), one backward pass.
 
@@ -132,42 +120,6 @@ def input_gradients(scores: keras.Model, compiled: bool = True) -> Callable[[np.
     return lambda xs, c: gradients(tf.convert_to_tensor(np.asarray(xs, np.float32)), tf.constant(c, tf.int32)).numpy()
 
 
-# ---------------------------------------------------------------- gradient methods
-def vanilla_saliency(gradients, x: np.ndarray, c: int) -> np.ndarray:
-    """|d logit_c / d x| over the real frames (Simonyan et al., ICLR workshop 2014).
-
-    ``gradients`` (here and below): an :func:`input_gradients` of the model's logits.
-    """
-    return np.abs(gradients(x[None], c)[0, :n_real_frames(x)]).astype(np.float32)
-
-
-def smoothgrad(gradients, x: np.ndarray, c: int, samples: int = 25, noise: float = 0.15,
-               seed: int = 0) -> np.ndarray:
-    """Mean |gradient| over ``samples`` copies of x with Gaussian noise on the real frames (Smilkov et al. 2017).
-
-    sigma = ``noise`` * (max - min) of the real frames, the paper's 10-20 % rule. Padding
-    stays zero, so a masked model still sees where the clip ends.
-    """
-    n = n_real_frames(x)
-    rng = np.random.default_rng(seed)
-    sigma = noise * float(np.ptp(x[:n]))
-    xs = np.repeat(x[None], samples, axis=0).astype(np.float32)
-    xs[:, :n] += rng.normal(0.0, sigma, (samples, n, x.shape[1])).astype(np.float32)
-    return np.abs(gradients(xs, c)[:, :n]).mean(axis=0).astype(np.float32)
-
-
-def integrated_gradients(gradients, x: np.ndarray, c: int, steps: int = 32) -> np.ndarray:
-    """Integrated Gradients from the all-zero ("removed") input (Sundararajan et al., ICML 2017).
-
-    x * mean of the gradients at alpha * x, alpha at the ``steps`` midpoints of [0, 1].
-    Completeness: the map sums to about logit_c(x) - logit_c(0).
-    """
-    alphas = (np.arange(steps, dtype=np.float32) + 0.5) / steps
-    grads = gradients(alphas[:, None, None] * x[None], c)
-    n = n_real_frames(x)
-    return (x[:n] * grads[:, :n].mean(axis=0)).astype(np.float32)
-
-
 def last_conv_layer(model: keras.Model):
     """The last Conv1D/Conv2D layer of ``model``; :class:`MethodUnavailable` if it has none."""
     convs = [layer for layer in model.layers if isinstance(layer, CONV_LAYERS)]
@@ -177,33 +129,11 @@ def last_conv_layer(model: keras.Model):
     return convs[-1]
 
 
-def _resize(a: np.ndarray, n: int) -> np.ndarray:
-    """Linear interpolation of ``a`` along axis 0 to ``n`` samples, cell centres aligned."""
-    src = (np.arange(n) + 0.5) * len(a) / n - 0.5
-    return np.stack([np.interp(src, np.arange(len(a)), col) for col in a.reshape(len(a), -1).T], axis=-1
-                    ).reshape((n,) + a.shape[1:])
-
-
-def cam_to_input(cam: np.ndarray, frames: int, mels: int) -> np.ndarray:
-    """A Grad-CAM map over a conv layer's positions, resized to the (frames, mels) window.
-
-    1D (T'): a map over time, repeated across mel bands. 2D (H, W): the axis pairing whose
-    aspect ratio is closer to frames/mels is taken as (time, mel), so a network that turns
-    the window into a (mels, frames) image (AlexNet-Mel) is mapped back correctly.
-    """
-    if cam.ndim == 1:
-        return np.repeat(_resize(cam, frames)[:, None], mels, axis=1)
-    ratio = np.log(cam.shape[0] / cam.shape[1])
-    if abs(ratio - np.log(frames / mels)) > abs(ratio + np.log(frames / mels)):
-        cam = cam.T
-    return _resize(_resize(cam, frames).T, mels).T
-
-
 def grad_cam(model: keras.Model, x: np.ndarray, c: int, layer: str | None = None) -> np.ndarray:
     """Grad-CAM (Selvaraju et al., ICCV 2017) of logit_c at the last convolution (or ``layer``).
 
     A_k: the layer's output channels; w_k: the mean over positions of d logit_c / d A_k;
-    map = ReLU(sum_k w_k A_k), resized to the window (:func:`cam_to_input`).
+    map = ReLU(sum_k w_k A_k), resized to the window (:func:`core.maps.grad_cam_map`).
     """
     conv = model.get_layer(layer) if layer else last_conv_layer(model)
     views = logits_and_embedding(model)   # shares the model's graph, so conv.output lies on the logits' path
@@ -212,11 +142,7 @@ def grad_cam(model: keras.Model, x: np.ndarray, c: int, layer: str | None = None
     with tf.GradientTape() as tape:
         activations, logits = probe(xt, training=False)
         score = logits[0, c]
-    grads = tape.gradient(score, activations)[0].numpy()
-    a = activations[0].numpy()
-    weights = grads.reshape(-1, grads.shape[-1]).mean(axis=0)
-    cam = np.maximum(a @ weights, 0.0)
-    return cam_to_input(cam, x.shape[0], x.shape[1])[:n_real_frames(x)].astype(np.float32)
+    return grad_cam_map(activations[0].numpy(), tape.gradient(score, activations)[0].numpy(), x)
 
 
 # ---------------------------------------------------------------- LRP
@@ -345,56 +271,6 @@ def pooling_attention(model: keras.Model, x_model: np.ndarray, frames: int, mels
     return cam_to_input(attention_weights(model, x_model[None])[0], frames, mels).astype(np.float32)
 
 
-# ---------------------------------------------------------------- LIME and SHAP over patches
-def patch_segments(shape: tuple[int, int], patch: tuple[int, int]) -> np.ndarray:
-    """Integer labels (frames, mels) of a grid of ``patch``-sized time-frequency patches, row-major."""
-    frames, mels = shape
-    rows, cols = np.arange(frames) // patch[0], np.arange(mels) // patch[1]
-    return (rows[:, None] * (cols.max() + 1) + cols[None, :]).astype(int)
-
-
-def _hide(x_real: np.ndarray, segments: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Copies of ``x_real`` (n, frames, mels) with the patches where ``keep`` (n, patches) is 0 set to 0."""
-    return np.asarray(x_real, np.float32)[None] * keep[:, segments].astype(np.float32)
-
-
-def lime_map(predict, x: np.ndarray, c: int, patch=(16, 16), samples: int = 1000, seed: int = 0) -> np.ndarray:
-    """LIME (Ribeiro et al., KDD 2016) with time-frequency patches as the interpretable features.
-
-    ``lime.lime_image`` draws ``samples`` random subsets of patches, hides the others
-    (value 0), and fits its locally weighted ridge surrogate to p_c; a patch's map value
-    is its surrogate weight.
-    """
-    from lime import lime_image
-    x_real = x[:n_real_frames(x)]
-    segments = patch_segments(x_real.shape, patch)
-    explanation = lime_image.LimeImageExplainer(random_state=seed).explain_instance(
-        x_real.astype(np.float64), lambda images: predict(images[..., 0]), labels=(c,), top_labels=None,
-        hide_color=0.0, num_features=int(segments.max()) + 1, num_samples=samples, batch_size=64,
-        segmentation_fn=lambda image: segments)
-    weights = np.zeros(int(segments.max()) + 1)
-    for segment, weight in explanation.local_exp[c]:
-        weights[segment] = weight
-    return weights[segments].astype(np.float32)
-
-
-def shap_map(predict, x: np.ndarray, c: int, patch=(16, 16), samples: int = 1000, seed: int = 0) -> np.ndarray:
-    """Kernel SHAP (Lundberg & Lee, NeurIPS 2017) values of time-frequency patches for p_c.
-
-    Players are the patches, a coalition keeps its patches and hides the rest (value 0),
-    the reference is every patch hidden; ``shap.KernelExplainer`` with ``samples``
-    coalitions. The values sum to p_c(x) - p_c(all hidden).
-    """
-    import shap
-    x_real = x[:n_real_frames(x)]
-    segments = patch_segments(x_real.shape, patch)
-    n = int(segments.max()) + 1
-    np.random.seed(seed)   # KernelExplainer draws coalitions from numpy's global generator
-    explainer = shap.KernelExplainer(lambda keep: predict(_hide(x_real, segments, keep))[:, c], np.zeros((1, n)))
-    values = explainer.shap_values(np.ones((1, n)), nsamples=samples, silent=True)
-    return np.asarray(values, np.float64).reshape(-1)[segments].astype(np.float32)
-
-
 # ---------------------------------------------------------------- one entry point
 class Explainer:
     """Every method of this module for one Keras classifier; builds each model view once.
@@ -410,7 +286,7 @@ class Explainer:
         self.gradients = (input_gradients(behind(front, scores), compiled=False) if front is not None
                           else input_gradients(scores))
         explained = behind(front, model) if front is not None else model
-        self.predict = window_predictor(explained, int(explained.input_shape[1]))
+        self.predict = window_predictor(explained.predict_on_batch, int(explained.input_shape[1]))
         self.patch, self.lime_samples, self.shap_samples = tuple(patch), lime_samples, shap_samples
         self.seed, self.gradcam_layer = seed, gradcam_layer
 

@@ -51,6 +51,10 @@ def test_export_writes_files_and_prints_parity(exported):
     assert parity["tflite"]["top1_agreement"] >= 0.99
     assert abs(parity["tflite"]["accuracy"] - parity["keras"]["accuracy"]) <= 0.01
     assert record["input"]["shape"] == [None, 500, 128]
+    assert record["explain"]["written"] and record["explain"]["max_relative_diff"] <= export.EXPLAIN_MAX_DIFF
+    assert {"window.onnx", "batch.onnx", "probabilities.onnx", "graphs.json"} == {
+        p.name for p in (model_dir / "explain").iterdir()}
+    assert "explain/: graphs for saliency, smoothgrad, ig, gradcam, lrp, lime, shap" in printed
 
 
 def test_exported_models_map_features_to_logits_and_embedding(exported):
@@ -112,6 +116,32 @@ def test_predict_onnx_and_tflite_agree_with_keras_without_tensorflow(exported, d
     assert [json.loads(r)["label"] for r in records] == [keras_label, keras_label]
     # none of TensorFlow, Keras, librosa, pandas or the slow scipy modules was imported: a fast start, a small worker
     assert json.loads(heavy) == []
+
+
+def test_explain_runs_on_the_graphs_without_tensorflow_and_agrees_with_keras(exported, tmp_path):
+    import explain
+    model_dir, _ = exported
+    clip = write_wav(tmp_path / "moo.wav", tone("moo", 1.5))
+    argv = ["--model-dir", str(model_dir), "--file", str(clip), "--methods", "saliency", "gradcam", "lrp",
+            "--steps", "4"]
+    explain.main([*argv, "--out", str(tmp_path / "keras"), "--backend", "keras"])
+    script = (f"import sys, explain\nexplain.main({[*argv, '--out', str(tmp_path / 'graphs')]!r})\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"        # auto chose the graphs: no TensorFlow, no Keras
+    keras_maps = np.load(tmp_path / "keras" / "maps.npz", allow_pickle=False)
+    graph_maps = np.load(tmp_path / "graphs" / "maps.npz", allow_pickle=False)
+    for method in ("saliency", "gradcam", "lrp"):
+        np.testing.assert_allclose(graph_maps[method], keras_maps[method], atol=1e-4 * np.abs(keras_maps[method]).max())
+    assert (tmp_path / "graphs" / "report.html").stat().st_size > 10_000
+
+
+def test_explain_backend_onnx_without_graphs_is_a_clear_error(trained_model_dir, tmp_path):
+    import explain
+    clip = write_wav(tmp_path / "moo.wav", tone("moo", 1.0))
+    with pytest.raises(SystemExit, match="--backend onnx: .* has no explanation graphs .*python export.py"):
+        explain.main(["--model-dir", str(trained_model_dir), "--file", str(clip), "--backend", "onnx"])
 
 
 def test_auto_backend_prefers_onnx_then_tflite_then_keras(tmp_path, monkeypatch):
