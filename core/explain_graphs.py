@@ -9,8 +9,8 @@ and layer normalisation's ``RsqrtGrad``), for which :func:`register_gradient_ops
 teaches it ONNX equivalents. A recurrent network's loops are beyond it. The
 graphs (written by ``export.py`` into ``<model-dir>/explain/``):
 
-    window.onnx         x (1, frames, mels), c (1,) -> gradient [, activations, activation_gradient, relevance]
-    batch.onnx          x (32, frames, mels), c (32,) -> gradient: SmoothGrad's noisy copies, IG's path
+    window.onnx         x (1, frames, mels), class c -> gradient [, activations, activation_gradient, relevance]
+    batch.onnx          x (32, frames, mels), class c -> gradient: SmoothGrad's noisy copies, IG's path
     probabilities.onnx  x (n, frames, mels) -> the model's outputs: LIME, SHAP and the metrics' curves
     graphs.json         which methods they serve (and which only the Keras model does: attention),
                         the batch, the Grad-CAM layer
@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .features import n_real_frames
-from .maps import (MethodUnavailable, grad_cam_map, integrated_gradients, lime_map, shap_map, smoothgrad,
-                   vanilla_saliency, window_predictor)
+from .maps import MapExplainer, MethodUnavailable, grad_cam_map, window_predictor
 
 GRAPHS_DIR = "explain"
 BATCH = 32
@@ -124,7 +123,8 @@ def export_graphs(model, directory: Path) -> dict:
     import tensorflow as tf
     import tf2onnx
 
-    from .saliency import METHODS, Explainer, _epsilon_rule, last_conv_layer, logits_model
+    from .saliency import (METHODS, Explainer, cam_gradients, conv_probe, last_conv_layer, logit_gradient,
+                           logits_model, lrp_relevance)
     recurrent = [layer.name for layer in model.layers if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
     if recurrent:   # found first: converting a loop's backward pass fails deep inside TensorFlow, noisily
         raise GraphsUnavailable(f"recurrent layer {recurrent[0]}: tf2onnx cannot convert its loop's backward pass")
@@ -133,36 +133,23 @@ def export_graphs(model, directory: Path) -> dict:
     scores = logits_model(model)
     shape = tuple(scores.input_shape[1:])
     try:
-        conv = last_conv_layer(model)
+        probe = conv_probe(model)
     except MethodUnavailable:
-        conv = None
-    probe = keras.Model(scores.inputs[0], [conv.output, scores.outputs[0]]) if conv is not None else None
+        probe = None
 
     def spec(batch):
-        return [tf.TensorSpec((batch, *shape), tf.float32, name="x"), tf.TensorSpec((batch,), tf.int32, name="c")]
-
-    def input_gradient(x, c):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            chosen = tf.gather(scores(x, training=False), c, axis=1, batch_dims=1)
-        return tape.gradient(chosen, x)
+        return [tf.TensorSpec((batch, *shape), tf.float32, name="x"), tf.TensorSpec((), tf.int32, name="c")]
 
     def window(x, c):
-        outputs = {"gradient": input_gradient(x, c)}
+        outputs = {"gradient": logit_gradient(scores, x, c)}
         if probe is not None:
-            with tf.GradientTape() as tape:
-                activations, logits = probe(x, training=False)
-                chosen = tf.gather(logits, c, axis=1, batch_dims=1)
-            outputs.update(activations=activations, activation_gradient=tape.gradient(chosen, activations))
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                logits = scores._run_through_graph(x, operation_fn=lambda op: _epsilon_rule(op, LRP_EPSILON))
-            start = tf.one_hot(c, tf.shape(logits)[-1]) * logits
-            outputs["relevance"] = tape.gradient(logits, x, output_gradients=start)
+            activations, activation_gradient = cam_gradients(probe, x, c)
+            outputs.update(activations=activations, activation_gradient=activation_gradient,
+                           relevance=lrp_relevance(scores, x, c, LRP_EPSILON))
         return {name: tf.identity(t, name=name) for name, t in outputs.items()}
 
     def batch(x, c):
-        return {"gradient": tf.identity(input_gradient(x, c), name="gradient")}
+        return {"gradient": tf.identity(logit_gradient(scores, x, c), name="gradient")}
 
     def probabilities(x):
         return {"probabilities": tf.identity(model(x, training=False), name="probabilities")}
@@ -178,10 +165,10 @@ def export_graphs(model, directory: Path) -> dict:
         bad = sorted({n.op_type for n in graph.graph.node if not onnx.defs.has(n.op_type, n.domain)})
         if bad:
             raise GraphsUnavailable(f"{name} graph: TensorFlow ops {', '.join(bad)} have no ONNX form here")
-    methods = [m for m in GRAPH_METHODS if conv is not None or m not in ("gradcam", "lrp")]
+    methods = [m for m in GRAPH_METHODS if probe is not None or m not in ("gradcam", "lrp")]
     keras_side = Explainer(model)
     record = {"methods": methods, "batch": BATCH, "input_shape": list(shape), "lrp_epsilon": LRP_EPSILON,
-              "gradcam_layer": conv.name if conv is not None else None,
+              "gradcam_layer": last_conv_layer(model).name if probe is not None else None,
               "keras_only": [m for m in METHODS if m not in methods and keras_side.available(m) is None]}
     (directory / "graphs.json").write_text(json.dumps(record, indent=2))
     return record
@@ -193,7 +180,7 @@ def has_graphs(model_dir: Path) -> bool:
     return (Path(model_dir) / GRAPHS_DIR / "graphs.json").is_file()
 
 
-class GraphExplainer:
+class GraphExplainer(MapExplainer):
     """:class:`core.saliency.Explainer`'s methods for LIME, SHAP and the gradient methods, run on the ONNX graphs.
 
     Gives the same maps (tested within float rounding) without importing TensorFlow.
@@ -220,7 +207,7 @@ class GraphExplainer:
 
     def _run(self, graph: str, x: np.ndarray, c: int) -> dict:
         session = self.sessions[graph]
-        feeds = {"x": np.asarray(x, np.float32), "c": np.full(len(x), c, np.int32)}
+        feeds = {"x": np.asarray(x, np.float32), "c": np.array(c, np.int32)}
         return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
 
     def probabilities(self, xs: np.ndarray) -> np.ndarray:
@@ -238,22 +225,8 @@ class GraphExplainer:
             parts.append(self._run("batch", padded, c)["gradient"][:len(chunk)])
         return np.concatenate(parts)
 
-    def explain(self, method: str, x: np.ndarray, c: int) -> np.ndarray:
-        """The ``method`` map (n_real, mels) of class ``c`` on window ``x`` (frames, mels)."""
-        reason = self.available(method)
-        if reason:
-            raise MethodUnavailable(reason)
-        x = np.asarray(x, np.float32)
-        if method == "saliency":
-            return vanilla_saliency(self.gradients, x, c)
-        if method == "smoothgrad":
-            return smoothgrad(self.gradients, x, c, seed=self.seed)
-        if method == "ig":
-            return integrated_gradients(self.gradients, x, c)
-        if method == "lime":
-            return lime_map(self.predict, x, c, self.patch, self.lime_samples, self.seed)
-        if method == "shap":
-            return shap_map(self.predict, x, c, self.patch, self.shap_samples, self.seed)
+    def model_map(self, method: str, x: np.ndarray, c: int) -> np.ndarray:
+        """Grad-CAM's or LRP's map of class ``c`` on window ``x``, from the window graph."""
         outputs = self._run("window", x[None], c)
         if method == "gradcam":
             return grad_cam_map(outputs["activations"][0], outputs["activation_gradient"][0], x)

@@ -151,3 +151,34 @@ def shap_map(predict, x: np.ndarray, c: int, patch=(16, 16), samples: int = 1000
     explainer = shap.KernelExplainer(lambda keep: predict(_hide(x_real, segments, keep))[:, c], np.zeros((1, n)))
     values = explainer.shap_values(np.ones((1, n)), nsamples=samples, silent=True)
     return np.asarray(values, np.float64).reshape(-1)[segments].astype(np.float32)
+
+
+
+class MapExplainer:
+    """What every explainer shares: ``explain`` checks the method, then maps from gradients and probabilities.
+
+    A subclass gives ``available(method)`` (None, or the one-line reason the method does
+    not apply), ``gradients(xs, c)``, ``predict(xs)``, the settings ``seed``, ``patch``,
+    ``lime_samples`` and ``shap_samples``, and ``model_map(method, x, c)`` for the methods
+    that need more of the model than that (Grad-CAM, LRP, attention):
+    :class:`core.saliency.Explainer` on Keras, :class:`core.explain_graphs.GraphExplainer`
+    on onnxruntime.
+    """
+
+    def explain(self, method: str, x: np.ndarray, c: int) -> np.ndarray:
+        """The ``method`` map (n_real, mels) of class ``c`` on window ``x`` (frames, mels)."""
+        reason = self.available(method)
+        if reason:
+            raise MethodUnavailable(reason)
+        x = np.asarray(x, np.float32)
+        if method == "saliency":
+            return vanilla_saliency(self.gradients, x, c)
+        if method == "smoothgrad":
+            return smoothgrad(self.gradients, x, c, seed=self.seed)
+        if method == "ig":
+            return integrated_gradients(self.gradients, x, c)
+        if method == "lime":
+            return lime_map(self.predict, x, c, self.patch, self.lime_samples, self.seed)
+        if method == "shap":
+            return shap_map(self.predict, x, c, self.patch, self.shap_samples, self.seed)
+        return self.model_map(method, x, c)

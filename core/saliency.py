@@ -48,8 +48,9 @@ import tensorflow as tf
 
 from .features import FeatureConfig, MFCCConfig, mfcc_matrices, n_real_frames
 from .layers import MaskedAttentionPooling
-from .maps import (MethodUnavailable, cam_to_input, grad_cam_map, integrated_gradients,  # noqa: F401
-                   lime_map, patch_segments, shap_map, smoothgrad, vanilla_saliency, window_predictor)
+from .maps import (MapExplainer, MethodUnavailable, cam_to_input, grad_cam_map,  # noqa: F401
+                   integrated_gradients, lime_map, patch_segments, shap_map, smoothgrad, vanilla_saliency,
+                   window_predictor)
 from .model_views import attention_weights, logits_and_embedding
 
 METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
@@ -109,15 +110,20 @@ def input_gradients(scores: keras.Model, compiled: bool = True) -> Callable[[np.
     about functions traced again and again.
     """
     def gradients(xs, c):
-        with tf.GradientTape() as tape:
-            tape.watch(xs)
-            score = tf.reduce_sum(tf.gather(scores(xs, training=False), c, axis=1))
-        return tape.gradient(score, xs)
+        return logit_gradient(scores, xs, c)
 
     if compiled:
         gradients = tf.function(gradients, input_signature=[
             tf.TensorSpec((None, *scores.input_shape[1:]), tf.float32), tf.TensorSpec((), tf.int32)])
     return lambda xs, c: gradients(tf.convert_to_tensor(np.asarray(xs, np.float32)), tf.constant(c, tf.int32)).numpy()
+
+
+def logit_gradient(scores: keras.Model, xs, c):
+    """d scores[:, c] / d xs, tensors in and out: a batch (n, frames, mels) and a class (scalar int32)."""
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        score = tf.reduce_sum(tf.gather(scores(xs, training=False), c, axis=1))
+    return tape.gradient(score, xs)
 
 
 def last_conv_layer(model: keras.Model):
@@ -135,14 +141,24 @@ def grad_cam(model: keras.Model, x: np.ndarray, c: int, layer: str | None = None
     A_k: the layer's output channels; w_k: the mean over positions of d logit_c / d A_k;
     map = ReLU(sum_k w_k A_k), resized to the window (:func:`core.maps.grad_cam_map`).
     """
+    activations, gradients = cam_gradients(conv_probe(model, layer), tf.constant(x[None].astype(np.float32)),
+                                           tf.constant(c, tf.int32))
+    return grad_cam_map(activations[0].numpy(), gradients[0].numpy(), x)
+
+
+def conv_probe(model: keras.Model, layer: str | None = None) -> keras.Model:
+    """``model``'s input mapped to [the last convolution's (or ``layer``'s) output, the logits]."""
     conv = model.get_layer(layer) if layer else last_conv_layer(model)
     views = logits_and_embedding(model)   # shares the model's graph, so conv.output lies on the logits' path
-    probe = keras.Model(views.inputs[0], [conv.output, views.outputs[0]])
-    xt = tf.convert_to_tensor(x[None].astype(np.float32))
+    return keras.Model(views.inputs[0], [conv.output, views.outputs[0]])
+
+
+def cam_gradients(probe: keras.Model, xs, c):
+    """(A, d logit_c / d A) for a batch of tensors ``xs``: a :func:`conv_probe`'s activations and their gradient."""
     with tf.GradientTape() as tape:
-        activations, logits = probe(xt, training=False)
-        score = logits[0, c]
-    return grad_cam_map(activations[0].numpy(), tape.gradient(score, activations)[0].numpy(), x)
+        activations, logits = probe(xs, training=False)
+        score = tf.reduce_sum(tf.gather(logits, c, axis=1))
+    return activations, tape.gradient(score, activations)
 
 
 # ---------------------------------------------------------------- LRP
@@ -199,13 +215,17 @@ def lrp_epsilon(model: keras.Model, x: np.ndarray, c: int, epsilon: float = 0.01
     (attention and normalisation layers need other rules).
     """
     last_conv_layer(model)
-    graph = logits_model(model)
-    xt = tf.convert_to_tensor(x[None].astype(np.float32))
+    relevance = lrp_relevance(logits_model(model), tf.constant(x[None].astype(np.float32)), tf.constant(c, tf.int32),
+                              epsilon)
+    return relevance[0, :n_real_frames(x)].numpy().astype(np.float32)
+
+
+def lrp_relevance(scores: keras.Model, xs, c, epsilon: float):
+    """LRP-epsilon relevance of logit ``c`` for a batch of tensors ``xs`` through the logits model ``scores``."""
     with tf.GradientTape() as tape:
-        tape.watch(xt)
-        logits = graph._run_through_graph(xt, operation_fn=lambda op: _epsilon_rule(op, epsilon))
-    start = tf.one_hot([c], logits.shape[-1]) * logits
-    return tape.gradient(logits, xt, output_gradients=start)[0, :n_real_frames(x)].numpy().astype(np.float32)
+        tape.watch(xs)
+        logits = scores._run_through_graph(xs, operation_fn=lambda op: _epsilon_rule(op, epsilon))
+    return tape.gradient(logits, xs, output_gradients=tf.one_hot(c, tf.shape(logits)[-1]) * logits)
 
 
 # ---------------------------------------------------------------- attention
@@ -272,7 +292,7 @@ def pooling_attention(model: keras.Model, x_model: np.ndarray, frames: int, mels
 
 
 # ---------------------------------------------------------------- one entry point
-class Explainer:
+class Explainer(MapExplainer):
     """Every method of this module for one Keras classifier; builds each model view once.
 
     ``front``, a layer such as :class:`MFCCOfLogMel`, maps the explained log-Mel window to
@@ -306,26 +326,12 @@ class Explainer:
             return str(e)
         return None
 
-    def explain(self, method: str, x: np.ndarray, c: int) -> np.ndarray:
-        """The ``method`` map (n_real, mels) of class ``c`` on window ``x`` (frames, mels)."""
-        reason = self.available(method)
-        if reason:
-            raise MethodUnavailable(reason)
-        x = np.asarray(x, np.float32)
-        if method == "saliency":
-            return vanilla_saliency(self.gradients, x, c)
-        if method == "smoothgrad":
-            return smoothgrad(self.gradients, x, c, seed=self.seed)
-        if method == "ig":
-            return integrated_gradients(self.gradients, x, c)
+    def model_map(self, method: str, x: np.ndarray, c: int) -> np.ndarray:
+        """Grad-CAM's, LRP's or the attention map of class ``c`` on window ``x``."""
         if method == "gradcam":
             return grad_cam(self.model, x, c, self.gradcam_layer)
         if method == "lrp":
             return lrp_epsilon(self.model, x, c)
-        if method == "lime":
-            return lime_map(self.predict, x, c, self.patch, self.lime_samples, self.seed)
-        if method == "shap":
-            return shap_map(self.predict, x, c, self.patch, self.shap_samples, self.seed)
         if isinstance(attention_layers(self.model)[0], MaskedAttentionPooling):
             x_model = self.front(x[None]).numpy()[0] if self.front is not None else x
             return pooling_attention(self.model, x_model, *x.shape)[:n_real_frames(x)]
