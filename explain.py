@@ -206,7 +206,8 @@ def graph_explainer(args):
     if args.backend == "keras":
         return None
     if not explain_graphs.has_graphs(model_dir):
-        reason = f"{model_dir} has no explanation graphs (run: python export.py --model-dir {model_dir})"
+        reason = (f"{model_dir} has no explanation graphs (python export.py --model-dir {model_dir} writes them "
+                  f"for a log-Mel model)")
     elif not (model_dir / common.ONNX_FILE).is_file():
         reason = f"{model_dir} has no {common.ONNX_FILE} (run: python export.py --model-dir {model_dir})"
     elif args.gradcam_layer is not None:
