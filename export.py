@@ -10,7 +10,7 @@ Writes next to the model's animal_sound_model.keras:
                         with dynamic-range the activations are rounded to int8 too
     explain/            a log-Mel model's explanation graphs (core/explain_graphs.py): explain.py's
                         gradient methods, LIME and SHAP without TensorFlow, checked against Keras'
-                        maps on three Test windows (1 %); skipped (one line) where tf2onnx cannot
+                        maps on three Test windows (2 %, L2); skipped (one line) where tf2onnx cannot
                         convert the backward pass, e.g. of a recurrent model
     export.json         what was exported, with which versions, and the parity results
 
@@ -49,7 +49,7 @@ from core.front_ends import front_end_of
 ONNX_MAX_DIFF = 1e-4         # max |p_onnx - p_keras| over every Test clip and class
 TFLITE_MIN_AGREEMENT = 0.99  # share of Test clips whose top-1 class matches Keras'
 TFLITE_MAX_ACC_GAP = 0.01    # |accuracy_tflite - accuracy_keras|
-EXPLAIN_MAX_DIFF = 1e-2      # max |map_onnx - map_keras| / max |map_keras|, explain.py's graphs (README: explain)
+EXPLAIN_MAX_DIFF = 2e-2      # ||map_onnx - map_keras|| / ||map_keras||, explain.py's graphs (README: explain)
 PARITY_BATCH = 32            # bounds the activation memory of the 2D-CNN variants
 INT8_SHARE = 0.9             # the largest weight tensors holding this share of the weights become int8
 QUANTIZATIONS = {"weights": f"the largest weight tensors ({INT8_SHARE:.0%} of the weights) int8 per output channel, "
@@ -298,10 +298,13 @@ def export_explanation(clf, staging: Path, model_dir: Path, data_dir: Path | Non
     """explain.py's graphs (core.explain_graphs), installed in ``model_dir``/explain if they give Keras' maps.
 
     Checked (unless ``data_dir`` is None) on the first three Test windows, each for its
-    predicted class: every gradient method's map within 1 % of Keras' largest value (float
-    rounding moves ReLUs that sit at zero, mostly in SmoothGrad's and IG's many copies; a
-    broken conversion is off by the map itself). A model whose backward passes tf2onnx
-    cannot convert (a recurrent one) is explained with Keras, as before.
+    predicted class: every gradient method's map within 2 % of Keras' (L2 norm of the
+    difference over the map's). Not closer: float rounding decides ReLUs and max-pool
+    winners that sit at a tie, and a deep network's gradient follows them (a 1-epoch VGG's
+    maps: 0.7 % from TensorFlow to onnxruntime), while a broken conversion misplaces most
+    of the map.
+    A model whose backward passes tf2onnx cannot convert (a recurrent one) is explained
+    with Keras, as before.
     """
     from core import explain_graphs, saliency
     staged, installed = staging / explain_graphs.GRAPHS_DIR, model_dir / explain_graphs.GRAPHS_DIR
@@ -319,8 +322,8 @@ def export_explanation(clf, staging: Path, model_dir: Path, data_dir: Path | Non
             for method in ("saliency", "smoothgrad", "ig", "gradcam", "lrp"):
                 if method in record["methods"]:
                     expected = keras_side.explain(method, window, c)
-                    diff = np.abs(graph_side.explain(method, window, c) - expected).max()
-                    worst = max(worst, float(diff / max(np.abs(expected).max(), 1e-12)))
+                    diff = np.linalg.norm(graph_side.explain(method, window, c) - expected)
+                    worst = max(worst, float(diff / max(np.linalg.norm(expected), 1e-12)))
         record.update(max_relative_diff=worst, passed=worst <= EXPLAIN_MAX_DIFF)
     record["written"] = record.get("passed", True)
     shutil.rmtree(installed, ignore_errors=True)
@@ -332,12 +335,12 @@ def export_explanation(clf, staging: Path, model_dir: Path, data_dir: Path | Non
 def explanation_line(record: dict) -> str:
     """One line on the explanation graphs: written (and checked) or why not."""
     if record["written"]:
-        checked = (f", maps within {record['max_relative_diff']:.1e} of Keras'" if "max_relative_diff" in record
-                   else " (not checked)")
+        checked = (f", maps within {record['max_relative_diff']:.1e} of Keras' (L2)"
+                   if "max_relative_diff" in record else " (not checked)")
         return f"explain/: graphs for {', '.join(record['methods'])}{checked}: explain.py runs without TensorFlow"
     if "reason" in record:
         return f"explain/ not written: {record['reason']}; explain.py uses the Keras model"
-    return (f"explain/ not written: its maps differ from Keras' by {record['max_relative_diff']:.1e} "
+    return (f"explain/ not written: its maps differ from Keras' by {record['max_relative_diff']:.1e} (L2) "
             f"(limit {EXPLAIN_MAX_DIFF:g}); explain.py uses the Keras model")
 
 

@@ -72,25 +72,25 @@ def register_gradient_ops() -> None:
             out_type = node.get_attr_value("out_type")
             for source, output in zip(list(node.input), list(node.output)):
                 shape = ctx.make_node("Shape", [source])
-                ctx.replace_all_inputs(output, ctx.make_node("Cast", [shape.output[0]], attr={"to": out_type}).output[0])
+                cast = ctx.make_node("Cast", [shape.output[0]], attr={"to": out_type})
+                ctx.replace_all_inputs(output, cast.output[0])
             ctx.remove_node(node.name)
 
     @tf_op("MaxPoolGrad")
     class MaxPoolGrad:
         @classmethod
-        def version_11(cls, ctx, node, **kwargs):
-            # each window's gradient goes to the position of its maximum (the first, as TensorFlow's):
-            # ONNX MaxPool's indices (NCHW, flat) and a scatter, for windows that do not overlap
+        def version_16(cls, ctx, node, **kwargs):
+            # each window's gradient goes to the position of its maximum (the first, as TensorFlow's), summed
+            # where windows overlap: ONNX MaxPool's indices (NCHW, flat) and a scatter-add
             x, _, grad = node.input
             k, s = list(node.get_attr("ksize").ints), list(node.get_attr("strides").ints)
+            utils.make_sure(node.get_attr_value("data_format") in (b"NHWC", "NHWC", None), "MaxPoolGrad: NHWC only")
             padding = node.get_attr_value("padding")
-            padding = padding.decode() if isinstance(padding, bytes) else padding
-            utils.make_sure(k == s and node.get_attr_value("data_format") in (b"NHWC", "NHWC", None),
-                            "MaxPoolGrad: only NHWC windows that do not overlap")
             pads = [0, 0, 0, 0]
-            if padding == "SAME":   # what the last window lacks, split as TensorFlow does (the larger half last)
-                for i, (n, kk) in enumerate(zip(ctx.get_shape(x)[1:3], k[1:3])):
-                    pads[i], pads[i + 2] = (-n) % kk // 2, (-n) % kk - (-n) % kk // 2
+            if padding in (b"SAME", "SAME"):   # what the last window lacks, the larger half at the end (TensorFlow's)
+                for i, (n, kk, ss) in enumerate(zip(ctx.get_shape(x)[1:3], k[1:3], s[1:3])):
+                    total = max((-(-n // ss) - 1) * ss + kk - n, 0)
+                    pads[i], pads[i + 2] = total // 2, total - total // 2
             x_nchw = ctx.make_node("Transpose", [x], attr={"perm": [0, 3, 1, 2]}).output[0]
             pool = ctx.make_node("MaxPool", [x_nchw], attr={"kernel_shape": k[1:3], "strides": s[1:3], "pads": pads},
                                  output_count=2)
@@ -100,7 +100,7 @@ def register_gradient_ops() -> None:
             scattered = ctx.make_node("ScatterElements", [
                 ctx.make_node("Sub", [x_flat, x_flat]).output[0],
                 ctx.make_node("Reshape", [pool.output[1], flat]).output[0],
-                ctx.make_node("Reshape", [g_nchw, flat]).output[0]], attr={"axis": 0}).output[0]
+                ctx.make_node("Reshape", [g_nchw, flat]).output[0]], attr={"axis": 0, "reduction": "add"}).output[0]
             shaped = ctx.make_node("Reshape", [scattered, ctx.make_node("Shape", [x_nchw]).output[0]]).output[0]
             node.type = "Transpose"
             ctx.replace_inputs(node, [shaped])
@@ -125,7 +125,8 @@ def export_graphs(model, directory: Path) -> dict:
 
     from .saliency import (METHODS, Explainer, cam_gradients, conv_probe, last_conv_layer, logit_gradient,
                            logits_model, lrp_relevance)
-    recurrent = [layer.name for layer in model.layers if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
+    recurrent = [layer.name for layer in model.layers
+                 if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
     if recurrent:   # found first: converting a loop's backward pass fails deep inside TensorFlow, noisily
         raise GraphsUnavailable(f"recurrent layer {recurrent[0]}: tf2onnx cannot convert its loop's backward pass")
     register_gradient_ops()
@@ -154,8 +155,9 @@ def export_graphs(model, directory: Path) -> dict:
     def probabilities(x):
         return {"probabilities": tf.identity(model(x, training=False), name="probabilities")}
 
+    any_batch = [tf.TensorSpec((None, *shape), tf.float32, name="x")]
     for name, fn, signature in (("window", window, spec(1)), ("batch", batch, spec(BATCH)),
-                                ("probabilities", probabilities, [tf.TensorSpec((None, *shape), tf.float32, name="x")])):
+                                ("probabilities", probabilities, any_batch)):
         function = tf.function(fn, input_signature=signature)
         try:
             graph, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=17,
@@ -203,7 +205,8 @@ class GraphExplainer(MapExplainer):
         """None if the graphs serve ``method``, else the one-line reason they do not."""
         if method in self.record["methods"]:
             return None
-        return f"the model's explanation graphs do not serve '{method}' (they serve {', '.join(self.record['methods'])})"
+        return (f"the model's explanation graphs do not serve '{method}' "
+                f"(they serve {', '.join(self.record['methods'])})")
 
     def _run(self, graph: str, x: np.ndarray, c: int) -> dict:
         session = self.sessions[graph]

@@ -12,7 +12,7 @@ FRAMES, MELS = 45, 16            # 45 -> 23 -> 12 frames: the pooling pads odd l
 
 @pytest.fixture(scope="module")
 def enhance_like(tmp_path_factory):
-    """enhance.py's network, small and untrained (random weights, BatchNorm statistics moved off 0/1), and its graphs."""
+    """enhance.py's network, small and untrained (random weights, BatchNorm moved off identity), and its graphs."""
     import enhance
     keras.utils.set_random_seed(3)
     model = enhance.build_model(FRAMES, MELS, 3, widths=(4, 6), dropout=0.3)
@@ -87,3 +87,18 @@ def test_a_recurrent_model_is_refused_in_one_line(tmp_path):
     with pytest.raises(explain_graphs.GraphsUnavailable, match="recurrent layer .*: tf2onnx cannot convert"):
         explain_graphs.export_graphs(model, tmp_path / "explain")
     assert not (tmp_path / "explain").exists()
+
+
+def test_overlapping_max_pools_route_gradients_as_tensorflow_does(tmp_path):
+    """AlexNet's 3/2 pooling: windows overlap, so a maximum shared by two windows gets both gradients."""
+    inputs = keras.Input((FRAMES, MELS))
+    h = keras.layers.Reshape((FRAMES, MELS, 1))(inputs)
+    h = keras.layers.MaxPooling2D(3, strides=2, padding="same")(keras.layers.Conv2D(4, 3, activation="relu")(h))
+    h = keras.layers.MaxPooling2D(3, strides=2)(keras.layers.Conv2D(4, 3, padding="same", activation="relu")(h))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(h)))
+    explain_graphs.export_graphs(model, tmp_path / "explain")
+    keras_side, graph_side = saliency.Explainer(model), explain_graphs.GraphExplainer(tmp_path)
+    for method in ("saliency", "gradcam", "lrp"):
+        expected = keras_side.explain(method, windows((45,))[0], 2)
+        np.testing.assert_allclose(graph_side.explain(method, windows((45,))[0], 2), expected, rtol=1e-4,
+                                   atol=1e-5 * np.abs(expected).max())
