@@ -32,7 +32,6 @@ from .maps import MapExplainer, MethodUnavailable, grad_cam_map, window_predicto
 
 GRAPHS_DIR = "explain"
 BATCH = 32
-LRP_EPSILON = 0.01
 GRAPH_METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap")
 
 
@@ -123,8 +122,8 @@ def export_graphs(model, directory: Path) -> dict:
     import tensorflow as tf
     import tf2onnx
 
-    from .saliency import (METHODS, Explainer, cam_gradients, conv_probe, last_conv_layer, logit_gradient,
-                           logits_model, lrp_relevance)
+    from .saliency import (LRP_EPSILON, METHODS, Explainer, cam_gradients, conv_probe, last_conv_layer,
+                           logit_gradient, logits_model, lrp_relevance)
     recurrent = [layer.name for layer in model.layers
                  if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
     if recurrent:   # found first: converting a loop's backward pass fails deep inside TensorFlow, noisily

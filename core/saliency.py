@@ -54,6 +54,7 @@ from .maps import (MapExplainer, MethodUnavailable, cam_to_input, grad_cam_map, 
 from .model_views import attention_weights, logits_and_embedding
 
 METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
+LRP_EPSILON = 0.01
 CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D)
 
 
@@ -204,7 +205,7 @@ def _epsilon_rule(op, epsilon: float):
     return call
 
 
-def lrp_epsilon(model: keras.Model, x: np.ndarray, c: int, epsilon: float = 0.01) -> np.ndarray:
+def lrp_epsilon(model: keras.Model, x: np.ndarray, c: int, epsilon: float = LRP_EPSILON) -> np.ndarray:
     """LRP-epsilon relevance (Bach et al., PLoS ONE 2015) of logit_c, for convolutional networks.
 
     The logits view's graph is run with every layer's backward pass replaced by
