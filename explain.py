@@ -203,8 +203,8 @@ def graph_explainer(args):
     methods asked for; None otherwise (``--backend onnx`` then stops with the reason)."""
     model_dir = args.model_dir or default_model_dir()
     reason = None
-    if args.backend == "keras":
-        return None
+    if args.backend == "keras" or (args.backend == "auto" and not model_dir.is_dir()):
+        return None   # the Keras classifier's own one-line error names a missing directory
     if not explain_graphs.has_graphs(model_dir):
         reason = (f"{model_dir} has no explanation graphs (python export.py --model-dir {model_dir} writes them "
                   f"for a log-Mel model)")
