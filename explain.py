@@ -35,9 +35,8 @@ from tqdm import tqdm
 import common
 from core import attribution_metrics, explain_graphs, explain_report, listenable
 from core.features import mel_filterbank
+from core.maps import METHODS
 from core.model_data import default_model_dir, examination_parser, keras_classifier
-
-DEFAULT_METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
 
 
 def parse_args(argv=None):
@@ -46,7 +45,7 @@ def parse_args(argv=None):
     src.add_argument("--file", type=Path, help="the recording to explain")
     src.add_argument("--dir", type=Path, help="explain every recording under this folder; adds summary.csv")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help=f"any of {' '.join(DEFAULT_METHODS)} (default: every one the model supports)")
+                   help=f"any of {' '.join(METHODS)} (default: every one the model supports)")
     p.add_argument("--start", type=float, default=0.0, help="start of the explained window, in seconds")
     p.add_argument("--target", default=None, help="class to explain (default: the predicted one)")
     p.add_argument("--top-percent", type=float, default=attribution_metrics.DEFAULT_TOP_PERCENT,
@@ -67,7 +66,7 @@ def parse_args(argv=None):
 def choose_methods(explainer, requested) -> list[str]:
     """The requested methods (all of them must apply), or every default method that applies to the model."""
     if requested is None:
-        return [m for m in DEFAULT_METHODS if explainer.available(m) is None]
+        return [m for m in METHODS if explainer.available(m) is None]
     for m in requested:
         reason = explainer.available(m)
         if reason:

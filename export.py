@@ -273,9 +273,9 @@ def agreement(probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict:
             "accuracy": float(np.mean(probs.argmax(1) == y))}
 
 
-def check_parity(clf, staging: Path, data_dir: Path, cache_dir: Path) -> dict:
-    """Keras vs the staged ONNX and TFLite files on the Test split; ``passed`` says whether every threshold holds."""
-    x, y = load_test_split(clf.config, data_dir, cache_dir)
+def check_parity(clf, staging: Path, data_dir: Path, x: np.ndarray, y: np.ndarray) -> dict:
+    """Keras vs the staged ONNX and TFLite files on the Test split of ``data_dir`` (features ``x``, labels ``y``);
+    ``passed`` says whether every threshold holds."""
 
     def probabilities(predictor):   # the head's own: softmax, or sigmoid for a multi-label model
         return lambda batch: activate(predictor.run(batch)[0], clf.activation)
@@ -294,10 +294,10 @@ def check_parity(clf, staging: Path, data_dir: Path, cache_dir: Path) -> dict:
             "passed": onnx["passed"] and tflite["passed"]}
 
 
-def export_explanation(clf, staging: Path, model_dir: Path, data_dir: Path | None, cache_dir: Path) -> dict:
+def export_explanation(clf, staging: Path, model_dir: Path, windows: np.ndarray | None) -> dict:
     """explain.py's graphs (core.explain_graphs), installed in ``model_dir``/explain if they give Keras' maps.
 
-    Checked (unless ``data_dir`` is None) on the first three Test windows, each for its
+    Checked (unless ``windows`` is None) on ``windows`` (the first three Test windows), each for its
     predicted class: every gradient method's map within 2 % of Keras' (L2 norm of the
     difference over the map's). Not closer: float rounding decides ReLUs and max-pool
     winners that sit at a tie, and a deep network's gradient follows them (a 1-epoch VGG's
@@ -313,11 +313,10 @@ def export_explanation(clf, staging: Path, model_dir: Path, data_dir: Path | Non
     except explain_graphs.GraphsUnavailable as e:
         shutil.rmtree(installed, ignore_errors=True)
         return {"written": False, "reason": str(e)}
-    if data_dir is not None:
-        x, _ = load_test_split(clf.config, data_dir, cache_dir)
+    if windows is not None:
         keras_side, graph_side = saliency.Explainer(clf.predictor.model), explain_graphs.GraphExplainer(staging)
         worst = 0.0
-        for window in x[:3]:
+        for window in windows:
             c = int(graph_side.probabilities(window[None])[0].argmax())
             for method in ("saliency", "smoothgrad", "ig", "gradcam", "lrp"):
                 if method in record["methods"]:
@@ -408,15 +407,16 @@ def main(argv=None):
             print(f"exported {args.model_dir} in {seconds:.1f} s")
             sizes = {b: (args.model_dir / f if b == "keras" else staging / f).stat().st_size
                      for b, f in common.FILES.items()}
-            parity = None
+            parity = x = None
             if not args.skip_parity:
-                parity = check_parity(clf, staging, args.data_dir or Path(clf.config["data_dir"]), args.cache_dir)
+                data_dir = args.data_dir or Path(clf.config["data_dir"])
+                x, y = load_test_split(clf.config, data_dir, args.cache_dir)
+                parity = check_parity(clf, staging, data_dir, x, y)
                 print(f"parity on {parity['n_test']} Test clips:\n{parity_table(parity, sizes)}")
             written = install(staging, args.model_dir, parity)
             explanation = None
             if clf.front_end.kind == "log_mel":
-                explanation = export_explanation(clf, staging, args.model_dir, None if args.skip_parity else (
-                    args.data_dir or Path(clf.config["data_dir"])), args.cache_dir)
+                explanation = export_explanation(clf, staging, args.model_dir, None if x is None else x[:3])
                 print(explanation_line(explanation))
     except (common.ModelDirError, common.DatasetError) as e:
         sys.exit(f"error: {e}")

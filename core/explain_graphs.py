@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from .features import n_real_frames
-from .maps import MapExplainer, MethodUnavailable, grad_cam_map, window_predictor
+from .maps import METHODS, MapExplainer, grad_cam_map, window_predictor
 
 GRAPHS_DIR = "explain"
 BATCH = 32
-GRAPH_METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap")
+KERAS_ONLY = ("attention",)   # maps read from inside the model's layers, not from a gradient or an output
 
 
 # ---------------------------------------------------------------- export (TensorFlow, tf2onnx)
@@ -122,8 +122,8 @@ def export_graphs(model, directory: Path) -> dict:
     import tensorflow as tf
     import tf2onnx
 
-    from .saliency import (LRP_EPSILON, METHODS, Explainer, cam_gradients, conv_probe, last_conv_layer,
-                           logit_gradient, logits_model, lrp_relevance)
+    from .saliency import (LRP_EPSILON, Explainer, cam_gradients, conv_probe, last_conv_layer, logit_gradient,
+                           logits_model, lrp_relevance)
     recurrent = [layer.name for layer in model.layers
                  if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
     if recurrent:   # found first: converting a loop's backward pass fails deep inside TensorFlow, noisily
@@ -132,10 +132,9 @@ def export_graphs(model, directory: Path) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     scores = logits_model(model)
     shape = tuple(scores.input_shape[1:])
-    try:
-        probe = conv_probe(model)
-    except MethodUnavailable:
-        probe = None
+    keras_side = Explainer(model)
+    offered = [m for m in METHODS if keras_side.available(m) is None]   # as explain.py on the Keras model
+    probe = conv_probe(model) if "gradcam" in offered else None
 
     def spec(batch):
         return [tf.TensorSpec((batch, *shape), tf.float32, name="x"), tf.TensorSpec((), tf.int32, name="c")]
@@ -166,11 +165,9 @@ def export_graphs(model, directory: Path) -> dict:
         bad = sorted({n.op_type for n in graph.graph.node if not onnx.defs.has(n.op_type, n.domain)})
         if bad:
             raise GraphsUnavailable(f"{name} graph: TensorFlow ops {', '.join(bad)} have no ONNX form here")
-    methods = [m for m in GRAPH_METHODS if probe is not None or m not in ("gradcam", "lrp")]
-    keras_side = Explainer(model)
-    record = {"methods": methods, "batch": BATCH, "input_shape": list(shape), "lrp_epsilon": LRP_EPSILON,
-              "gradcam_layer": last_conv_layer(model).name if probe is not None else None,
-              "keras_only": [m for m in METHODS if m not in methods and keras_side.available(m) is None]}
+    record = {"methods": [m for m in offered if m not in KERAS_ONLY], "batch": BATCH, "input_shape": list(shape),
+              "lrp_epsilon": LRP_EPSILON, "gradcam_layer": last_conv_layer(model).name if probe is not None else None,
+              "keras_only": [m for m in offered if m in KERAS_ONLY]}
     (directory / "graphs.json").write_text(json.dumps(record, indent=2))
     return record
 

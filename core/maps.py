@@ -17,6 +17,9 @@ import numpy as np
 from .features import n_real_frames
 
 
+METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
+
+
 class MethodUnavailable(ValueError):
     """The model lacks the layers an attribution method needs; ``str()`` is one line."""
 
@@ -151,7 +154,6 @@ def shap_map(predict, x: np.ndarray, c: int, patch=(16, 16), samples: int = 1000
     explainer = shap.KernelExplainer(lambda keep: predict(_hide(x_real, segments, keep))[:, c], np.zeros((1, n)))
     values = explainer.shap_values(np.ones((1, n)), nsamples=samples, silent=True)
     return np.asarray(values, np.float64).reshape(-1)[segments].astype(np.float32)
-
 
 
 class MapExplainer:

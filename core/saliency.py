@@ -48,12 +48,11 @@ import tensorflow as tf
 
 from .features import FeatureConfig, MFCCConfig, mfcc_matrices, n_real_frames
 from .layers import MaskedAttentionPooling
-from .maps import (MapExplainer, MethodUnavailable, cam_to_input, grad_cam_map,  # noqa: F401
+from .maps import (METHODS, MapExplainer, MethodUnavailable, cam_to_input, grad_cam_map,  # noqa: F401
                    integrated_gradients, lime_map, patch_segments, shap_map, smoothgrad, vanilla_saliency,
                    window_predictor)
 from .model_views import attention_weights, logits_and_embedding
 
-METHODS = ("saliency", "smoothgrad", "ig", "gradcam", "lrp", "lime", "shap", "attention")
 LRP_EPSILON = 0.01
 CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D)
 
