@@ -52,6 +52,7 @@ def test_export_writes_files_and_prints_parity(exported):
     assert abs(parity["tflite"]["accuracy"] - parity["keras"]["accuracy"]) <= 0.01
     assert record["input"]["shape"] == [None, 500, 128]
     assert record["explain"]["written"] and record["explain"]["max_relative_diff"] <= export.EXPLAIN_MAX_DIFF
+    assert record["explain"]["max_probability_diff"] <= export.ONNX_MAX_DIFF
     assert {"window.onnx", "batch.onnx", "probabilities.onnx", "graphs.json"} == {
         p.name for p in (model_dir / "explain").iterdir()}
     assert "explain/: graphs for saliency, smoothgrad, ig, gradcam, lrp, lime, shap" in printed
