@@ -45,17 +45,25 @@ def masked_mean(x, mask):
     return ops.sum(x * mask, axis=1) / ops.maximum(count, 1.0)
 
 
+STANDARDISATION_EPSILON = 1e-10
+
+
 def frozen_standardisation(inputs, real_frames, name: str = "standardise"):
     """``inputs`` standardised with the mean and variance of ``real_frames`` (m, F), frozen: a BatchNormalization.
 
     A frozen BatchNormalization exports everywhere (Normalization's adapted
     statistics become extra inputs of the ONNX graph). Padding frames stop
-    being zero: masks must come from the raw input.
+    being zero: masks must come from the raw input. Its epsilon is
+    :data:`STANDARDISATION_EPSILON`, not Keras' 1e-3, which would swamp
+    features of small variance (a unit-length 1 024-d vector's values vary by
+    ~1e-4) and scale them by far less than their spread. A constant feature
+    is left unscaled, as scikit-learn's StandardScaler leaves it.
     """
-    layer = keras.layers.BatchNormalization(trainable=False, name=name)
+    layer = keras.layers.BatchNormalization(trainable=False, epsilon=STANDARDISATION_EPSILON, name=name)
     x = layer(inputs)
     dim = real_frames.shape[-1]
-    layer.set_weights([np.ones(dim), np.zeros(dim), real_frames.mean(axis=0), real_frames.var(axis=0)])
+    variance = real_frames.var(axis=0)
+    layer.set_weights([np.ones(dim), np.zeros(dim), real_frames.mean(axis=0), np.where(variance > 0, variance, 1.0)])
     return x
 
 

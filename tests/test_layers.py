@@ -42,3 +42,21 @@ def test_block_unit_normalization_scales_each_part_to_unit_norm(tmp_path):
     expected = [[0.6, 0.8, 0, 0, 1], [0, 0, 1 / 3, 2 / 3, 2 / 3]]   # an all-zero part stays zero
     reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(reloaded.predict_on_batch(batch), expected, atol=1e-6)
+
+
+def test_frozen_standardisation_standardises_features_of_small_variance(tmp_path):
+    """Keras' default epsilon (1e-3) would leave features of variance ~1e-4 (a unit vector's) at a third of their spread."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    frames = rng.normal(0.03, 0.01, (200, 4)).astype(np.float32)
+    frames[:, 3] = 0.5   # a constant feature: centred, left unscaled
+    x = keras.Input((4,))
+    model = keras.Model(x, layers.frozen_standardisation(x, frames))
+    model.save(tmp_path / "m.keras")
+    out = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True).predict_on_batch(frames)
+    np.testing.assert_allclose(out[:, :3].mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(out[:, :3].std(axis=0), 1, rtol=1e-3)
+    np.testing.assert_allclose(out[:, 3], 0, atol=1e-6)
+    probe = np.array([[0.05, 0.03, 0.01, 1.5]], np.float32)   # by hand: (v - mean) / std, the constant one minus 0.5
+    expected = (probe - frames.mean(axis=0)) / np.where(frames.std(axis=0) > 0, frames.std(axis=0), 1.0)
+    np.testing.assert_allclose(model.predict_on_batch(probe), expected, rtol=1e-4, atol=1e-5)
