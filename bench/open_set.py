@@ -17,6 +17,8 @@ On bench/compare.py's split, for every variant, seed and outlier design:
   every leave-out model also classifies one hour each of pink, white and
   brown noise (a fresh draw), as a user's recorder would hand it over.
 
+Every model is fed through its own front end (``config.json``): log-Mel
+maps, MFCCs, or a backbone's embeddings for ``--variants transfer``.
 Per score: AUROC and FPR at 95 % TPR, mean ± std over pairs and seeds; plus
 ECE before/after calibration and Test accuracy lost to rejection (known
 classes, rejected clips counted as errors) with the model's own score. The
@@ -29,6 +31,8 @@ validation split, so one seed's validation clips trained another.
 Output: markdown tables on stdout and bench/results/open_set.json.
 """
 import argparse
+import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -37,9 +41,11 @@ import numpy as np
 import common
 from bench.compare import ROOT, add_data_flags, prepare_split, trained
 from core import calibration, ood_eval, openset
+from core.front_ends import front_end_of
 from core.synthetic_noise import KINDS, iter_synthetic_noise, synthetic_noise
 
 N_PAIRS = 5
+HOUR_KINDS = ("pink", "white", "brown")   # the colours of noise of which each model hears an hour
 
 
 def class_pairs(classes: list[str], seed: int = 0) -> list[tuple[str, str]]:
@@ -62,30 +68,45 @@ def without_classes(data_dir: Path, left_out: tuple, target: Path) -> Path:
 
 
 def features_of(clf, folders: list[Path]) -> np.ndarray:
-    """Features of every clip in ``folders`` (whole clips, as the Test split is read)."""
+    """The model's input (its front end's) for every clip in ``folders`` (whole clips, as the Test split is read)."""
     files = sorted(f for d in folders for f in d.rglob("*") if f.is_file() and common.is_audio_file(f))
     labels = [clf.classes[0]] * len(files)
     clips, _ = common.load_clips(files, labels, clf.classes, clf.cfg, common.FeatureCache(common.DEFAULT_CACHE))
-    return clips.x
+    return clf.front_end.featurize(clips, common.DEFAULT_CACHE).x
+
+
+def model_split(clf, folder: Path, seed: int):
+    """The split ``folder`` gives seed ``seed``, its validation and Test clips in the model's input."""
+    split = common.load_splits(folder, clf.cfg, seed, cache_dir=common.DEFAULT_CACHE)
+    featurize = functools.partial(clf.front_end.featurize, cache_dir=common.DEFAULT_CACHE)
+    return dataclasses.replace(split, val=featurize(split.val), test=featurize(split.test))
 
 
 def synthetic_bank(clf, seed: int, per_kind: int = 10, seconds: float = 5.0) -> np.ndarray:
-    """Features of a synthetic bank drawn with a seed no training run uses."""
+    """The model's input for a synthetic bank drawn with a seed no training run uses."""
     rng = np.random.default_rng(10_000 + seed)
-    return np.stack([common.clip_features(synthetic_noise(kind, seconds, clf.cfg.sr, rng), clf.cfg)
+    return np.stack([clf.front_end.features(synthetic_noise(kind, seconds, clf.cfg.sr, rng))
                      for kind in KINDS for _ in range(per_kind)])
+
+
+@functools.lru_cache(maxsize=len(HOUR_KINDS))   # one seed's hours: the pairs of a seed run in a row
+def hour_of_noise(front_end: str, kind: str, seed: int) -> np.ndarray:
+    """One hour of ``kind`` noise in 16 s windows every 8 s, as input for the front end ``front_end``.
+
+    ``front_end`` is a model's config.json entries for it, as JSON. Kept
+    while the pairs of a seed run: each of their models hears the same hour,
+    which takes a backbone minutes to embed.
+    """
+    front = front_end_of(json.loads(front_end)).load()
+    windows = common.SlidingWindows(front.cfg.window_samples, front.cfg.window_samples // 2)
+    blocks = iter_synthetic_noise(kind, 3600.0, front.cfg.sr, 60.0, np.random.default_rng(seed))
+    return np.stack([front.features(audio) for block in blocks for _, _, audio in windows.push(block)])
 
 
 def hour_of_noise_unknown(clf, kind: str, seed: int) -> float:
     """Share of the 16 s windows of one hour of ``kind`` noise that the model calls unknown."""
-    window, hop = clf.cfg.window_samples, clf.cfg.window_samples // 2
-    windows = common.SlidingWindows(window, hop)
-    labels = []
-    for block in iter_synthetic_noise(kind, 3600.0, clf.cfg.sr, 60.0, np.random.default_rng(seed)):
-        batch = [common.clip_features(audio, clf.cfg) for _, _, audio in windows.push(block)]
-        if batch:
-            probs, scores = clf.analyse(np.stack(batch))
-            labels += [clf.decide(p, s)[0] for p, s in zip(probs, scores)]
+    x = hour_of_noise(json.dumps(clf.front_end.config(), sort_keys=True), kind, seed)
+    labels = [clf.decide(p, s)[0] for start in range(0, len(x), 64) for p, s in zip(*clf.analyse(x[start:start + 64]))]
     return float(np.mean([label == "unknown" for label in labels]))
 
 
@@ -103,7 +124,7 @@ def score_table(clf, known: np.ndarray, unknown: dict) -> dict:
 def seed_ensemble(model_dirs: list[Path], data_dir: Path, folder: Path, pair: tuple) -> dict:
     """The mean calibrated probabilities of ``model_dirs`` (one pair, several seeds) on the pair's Test clips."""
     clfs = [common.Classifier(d, "keras") for d in model_dirs]
-    known = common.load_splits(folder, clfs[0].cfg, 0, cache_dir=common.DEFAULT_CACHE).test   # Test: any seed's
+    known = model_split(clfs[0], folder, 0).test   # Test: any seed's
     unknown = features_of(clfs[0], [data_dir / "Test" / c for c in pair])
     known_probs, unknown_probs = (np.mean([c.analyse(x)[0] for c in clfs], axis=0) for x in (known.x, unknown))
     scores = {"msp": openset.max_probability_score, "entropy": openset.entropy_score}
@@ -129,12 +150,12 @@ def leave_pair_out(variant, data_dir, work, seed, pair, design, extra, reuse) ->
     model_dir = trained(variant, folder, work, seed, ["--outliers", design, *extra],
                         f"-{design}-without-{'+'.join(pair)}", reuse)
     clf = common.Classifier(model_dir, "keras")
-    split = common.load_splits(folder, clf.cfg, seed, cache_dir=common.DEFAULT_CACHE)
+    split = model_split(clf, folder, seed)
     unknown = {"validation": features_of(clf, [data_dir / "Training" / c for c in pair]),
                "test": features_of(clf, [data_dir / "Test" / c for c in pair])}
     val = score_table(clf, split.val.x, {"validation": unknown["validation"]})
     test = score_table(clf, split.test.x, {"test": unknown["test"]})
-    hours = {kind: hour_of_noise_unknown(clf, kind, seed) for kind in ("pink", "white", "brown")}
+    hours = {kind: hour_of_noise_unknown(clf, kind, seed) for kind in HOUR_KINDS}
     # what a perfectly calibrated model would measure on these few clips (recomputed: older models lack it)
     ece_floor = calibration.ece_if_calibrated(clf.analyse(split.test.x)[0])
     return {"pair": pair, "validation": val["validation"], "test": test["test"], "hour_unknown": hours,
@@ -145,7 +166,7 @@ def non_animal(variant, data_dir, work, seed, extra, reuse) -> dict:
     """Train on all classes without negatives; score wind and a fresh synthetic bank."""
     model_dir = trained(variant, data_dir, work, seed, ["--outliers", "none", *extra], "-no-negatives", reuse)
     clf = common.Classifier(model_dir, "keras")
-    split = common.load_splits(data_dir, clf.cfg, seed, cache_dir=common.DEFAULT_CACHE)
+    split = model_split(clf, data_dir, seed)
     unknown = {"wind": ood_eval.folder_windows(data_dir / "Noise" / "wind", clf),
                "synthetic": synthetic_bank(clf, seed)}
     return {**score_table(clf, split.test.x, unknown), **model_figures(model_dir)}

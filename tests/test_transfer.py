@@ -16,7 +16,7 @@ import export
 import live_predict
 import predict
 import transfer
-from core import backbones, batch
+from core import backbones, batch, ood_eval
 
 pytest.importorskip("keras")
 
@@ -222,6 +222,24 @@ def test_robustness_and_embeddings_examine_a_transfer_model_and_explain_refuses_
     clip = write_wav(tmp_path / "moo.wav", tone("moo", 1.0))
     with pytest.raises(SystemExit, match="from a pretrained backbone run outside Keras"):
         explain.main(["--model-dir", str(model_dir), "--file", str(clip)])
+
+
+def test_open_set_bench_scores_a_transfer_model_through_its_front_end(transfer_dir, data_dir, monkeypatch):
+    """bench.open_set feeds each model its own input: embeddings here, where it once fed log-Mel maps to every model."""
+    from bench import open_set
+    model_dir, out, _ = transfer_dir
+    monkeypatch.setattr(common, "DEFAULT_CACHE", out / "cache")
+    clf = common.Classifier(model_dir, "keras")
+    shape = clf.front_end.input_shape
+    split = open_set.model_split(clf, data_dir, 42)
+    unknown = open_set.features_of(clf, [data_dir / "Test" / clf.classes[0]])
+    assert split.val.x.shape[1:] == split.test.x.shape[1:] == unknown.shape[1:] == shape
+    test_x, test_y = ood_eval.test_split(clf, data_dir, out / "cache")   # what ood.py feeds the model
+    np.testing.assert_array_equal(unknown, test_x[test_y == 0])
+    assert open_set.synthetic_bank(clf, 0, per_kind=1).shape[1:] == shape
+    share = open_set.hour_of_noise_unknown(clf, "pink", 0)
+    hour = open_set.hour_of_noise(json.dumps(clf.front_end.config(), sort_keys=True), "pink", 0)
+    assert hour.shape == (3600 // 8 - 1, *shape) and 0.0 <= share <= 1.0   # 16 s windows every 8 s
 
 
 def test_reference_row_pools_only_the_real_windows_of_a_clip():
