@@ -52,27 +52,30 @@ class Negatives:
         self.kinds += [kind] * len(clips)
 
 
-def cut_clips(y: np.ndarray, sr: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Consecutive clips of random length in :data:`CLIP_SECONDS` covering ``y`` (a short ``y`` is one clip)."""
+def cut_clips(y: np.ndarray, sr: int, rng: np.random.Generator,
+              seconds: tuple[float, float] = CLIP_SECONDS) -> list[np.ndarray]:
+    """Consecutive clips of random length in ``seconds`` (min, max) covering ``y`` (a short ``y`` is one clip)."""
     clips, start = [], 0
     while start < len(y):
-        length = int(rng.uniform(*CLIP_SECONDS) * sr)
+        length = int(rng.uniform(*seconds) * sr)
         clips.append(y[start:start + length])
         start += length
-    if len(clips) > 1 and len(clips[-1]) < CLIP_SECONDS[0] * sr:   # a short tail joins its neighbour
+    if len(clips) > 1 and len(clips[-1]) < min(seconds) * sr:   # a short tail joins its neighbour
         clips[-2:] = [np.concatenate(clips[-2:])]
     return clips
 
 
 def collect_negatives(data_dir, cfg: FeatureConfig, seed: int, synthetic_per_kind: int = SYNTHETIC_PER_KIND,
                       noise_kinds: tuple[str, ...] | None = None,
-                      synthetic_winds: list[np.ndarray] = ()) -> Negatives:
+                      synthetic_winds: list[np.ndarray] = (),
+                      clip_seconds: tuple[float, float] = CLIP_SECONDS) -> Negatives:
     """Every negative clip for ``data_dir``: Noise/ recordings, Training/ negative folders, the synthetic bank.
 
     ``noise_kinds`` limits the Noise/ folders used (None: all); the synthetic
     bank is left out when ``synthetic_per_kind`` is 0. ``synthetic_winds``
     (recordings at ``cfg.sr``) are cut into clips like a Noise/ recording,
-    of kind ``synthetic wind``.
+    of kind ``synthetic wind``. Recordings are cut, and synthetic clips drawn,
+    ``clip_seconds`` (min, max) long.
     """
     rng = np.random.default_rng(seed)
     data_dir = Path(data_dir)
@@ -87,14 +90,15 @@ def collect_negatives(data_dir, cfg: FeatureConfig, seed: int, synthetic_per_kin
             except AudioError as e:
                 warn(f"skipping negative {e}")
                 continue
-            negatives.add(cut_clips(y, cfg.sr, rng) if folder.parent.name == "Noise" else [y], str(path), folder.name)
+            negatives.add(cut_clips(y, cfg.sr, rng, clip_seconds) if folder.parent.name == "Noise" else [y],
+                          str(path), folder.name)
     from .synthetic_noise import KINDS, synthetic_noise   # here: scipy.signal would slow every command's start
     for kind in KINDS if synthetic_per_kind else ():
         for i in range(synthetic_per_kind):
-            negatives.add([synthetic_noise(kind, rng.uniform(*CLIP_SECONDS), cfg.sr, rng)], f"synthetic/{kind}/{i}",
+            negatives.add([synthetic_noise(kind, rng.uniform(*clip_seconds), cfg.sr, rng)], f"synthetic/{kind}/{i}",
                           f"synthetic {kind}")
     for i, wind in enumerate(synthetic_winds):
-        negatives.add(cut_clips(wind, cfg.sr, rng), f"synthetic/wind/{i}", "synthetic wind")
+        negatives.add(cut_clips(wind, cfg.sr, rng, clip_seconds), f"synthetic/wind/{i}", "synthetic wind")
     return negatives
 
 

@@ -48,6 +48,7 @@ from .features import FeatureConfig, n_real_frames
 from .front_ends import LogMel
 from .negatives import (
     BACKGROUND,
+    CLIP_SECONDS,
     DEFAULT_OUTLIERS,
     OUTLIER_DESIGNS,
     Negatives,
@@ -62,6 +63,14 @@ if TYPE_CHECKING:   # pandas is imported where it is used (core.reports says why
     import pandas as pd
 
 STEPS_PER_EXECUTION = 8   # XLA-compiled steps run per call from Python (fit_classifier)
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, above zero."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: a duration must be above 0 seconds")
+    return value
 
 
 def make_parser(variant: str, description: str, epochs: int | None = 30, batch_size: int = 32,
@@ -95,6 +104,9 @@ def make_parser(variant: str, description: str, epochs: int | None = 30, batch_s
     p.add_argument("--outliers", choices=OUTLIER_DESIGNS, default=outliers,
                    help="outlier exposure: train on non-animal sounds (Noise/, synthetic) with a uniform target, "
                         "or as a reserved background output never reported as an animal")
+    p.add_argument("--negative-seconds", type=positive_seconds, nargs=2, default=CLIP_SECONDS, metavar=("MIN", "MAX"),
+                   help="length of the negative clips: Noise/ recordings are cut, and the synthetic bank drawn, "
+                        "this long")
     p.add_argument("--ood-score", choices=("auto", *DEPLOYABLE_SCORES), default="auto",
                    help="the open-set score that decides 'unknown'; auto: the one that best tells the validation "
                         "negatives from the animals (see README: knowing what it does not know)")
@@ -143,7 +155,8 @@ def collect_outliers(args, front_end) -> Negatives | None:
         return None
     mixes_wind = getattr(args, "p_noise", 0) > 0
     return collect_negatives(args.data_dir, front_end.cfg, args.seed,
-                             synthetic_winds=synthetic_winds(args, front_end.cfg) if mixes_wind else [])
+                             synthetic_winds=synthetic_winds(args, front_end.cfg) if mixes_wind else [],
+                             clip_seconds=tuple(getattr(args, "negative_seconds", CLIP_SECONDS)))
 
 
 def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None) -> DataSplits:

@@ -48,6 +48,18 @@ def test_negatives_come_from_noise_folders_training_negatives_and_the_synthetic_
         assert len(mixed.train.x) == len(mixed.train.y) == len(mixed.train.files)
 
 
+def test_negatives_are_as_long_as_the_recipe_asks(data_dir):
+    """--negative-seconds: a network that pools its whole window, padding included, can be shown window-long noise."""
+    cfg = common.FeatureConfig()
+    rng = np.random.default_rng(0)
+    clips = cut_clips(np.zeros(30 * cfg.sr, np.float32), cfg.sr, rng, (4.0, 5.0))
+    assert sum(map(len, clips)) == 30 * cfg.sr and all(4 * cfg.sr <= len(c) <= 9 * cfg.sr for c in clips)
+    assert all(len(c) <= 5 * cfg.sr for c in clips[:-1])   # only the last may have taken in a short tail
+    negatives = collect_negatives(data_dir, cfg, seed=0, synthetic_per_kind=2, clip_seconds=(15.0, 16.0))
+    synthetic = [len(a) / cfg.sr for a, k in zip(negatives.audio, negatives.kinds) if k.startswith("synthetic")]
+    assert len(synthetic) == 12 and all(15.0 <= s <= 16.0 for s in synthetic)
+
+
 def test_the_synthetic_winds_a_recipe_mixes_in_are_negatives_too(data_dir):
     import argparse
 
