@@ -45,7 +45,7 @@ def test_block_unit_normalization_scales_each_part_to_unit_norm(tmp_path):
 
 
 def test_frozen_standardisation_standardises_features_of_small_variance(tmp_path):
-    """Keras' default epsilon (1e-3) would leave features of variance ~1e-4 (a unit vector's) at a third of their spread."""
+    """Keras' default epsilon (1e-3) would leave features of variance ~1e-4 at a third of their spread."""
     import numpy as np
     rng = np.random.default_rng(0)
     frames = rng.normal(0.03, 0.01, (200, 4)).astype(np.float32)
