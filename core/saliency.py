@@ -48,9 +48,7 @@ import tensorflow as tf
 
 from .features import FeatureConfig, MFCCConfig, mfcc_matrices, n_real_frames
 from .layers import MaskedAttentionPooling
-from .maps import (METHODS, MapExplainer, MethodUnavailable, cam_to_input, grad_cam_map,  # noqa: F401
-                   integrated_gradients, lime_map, patch_segments, shap_map, smoothgrad, vanilla_saliency,
-                   window_predictor)
+from .maps import METHODS, MapExplainer, MethodUnavailable, cam_to_input, grad_cam_map, window_predictor
 from .model_views import attention_weights, logits_and_embedding
 
 LRP_EPSILON = 0.01

@@ -9,7 +9,7 @@ from conftest import tone, write_wav
 
 keras = pytest.importorskip("keras")
 from core import attribution_metrics as am
-from core import saliency
+from core import maps, saliency
 
 tf = pytest.importorskip("tensorflow")
 
@@ -129,7 +129,7 @@ def test_lrp_conserves_the_logit_without_biases():
 def test_integrated_gradients_completeness(trained_cnn):
     x, _ = tone_inputs(1, 4, label=1)
     scores = saliency.logits_model(trained_cnn)
-    attribution = saliency.integrated_gradients(saliency.input_gradients(scores), x[0], 1, steps=128)
+    attribution = maps.integrated_gradients(saliency.input_gradients(scores), x[0], 1, steps=128)
     gap = scores(x).numpy()[0, 1] - scores(np.zeros_like(x)).numpy()[0, 1]
     assert attribution.sum() == pytest.approx(gap, rel=0.02)
 
@@ -148,17 +148,17 @@ def test_input_gradients_are_the_tapes_for_any_batch_and_class(trained_cnn, comp
 
 def test_cam_to_input_maps_time_and_mel_axes():
     # 1D: a map over time, repeated across the mel bands
-    out = saliency.cam_to_input(np.array([0.0, 1.0]), 4, 3)
+    out = maps.cam_to_input(np.array([0.0, 1.0]), 4, 3)
     np.testing.assert_allclose(out[:, 0], [0.0, 0.25, 0.75, 1.0])   # cell centres, clamped at the ends
     np.testing.assert_allclose(out, np.repeat(out[:, :1], 3, axis=1))
     # 2D as (mels, frames), like AlexNet-Mel's image: values vary along W, which must become time
     cam = np.tile(np.arange(4.0), (2, 1))                       # (H=2, W=4), window (frames=8, mels=4)
-    out = saliency.cam_to_input(cam, 8, 4)
+    out = maps.cam_to_input(cam, 8, 4)
     assert out.shape == (8, 4)
     np.testing.assert_allclose(out, np.repeat(out[:, :1], 4, axis=1))
     assert np.all(np.diff(out[:, 0]) >= 0) and out[-1, 0] == 3.0 and out[0, 0] == 0.0
     # 2D as (frames, mels): kept
-    np.testing.assert_allclose(saliency.cam_to_input(cam.T, 8, 4)[:, 0], out[:, 0])
+    np.testing.assert_allclose(maps.cam_to_input(cam.T, 8, 4)[:, 0], out[:, 0])
 
 
 def test_rollout_by_hand():
@@ -172,7 +172,7 @@ def test_rollout_by_hand():
 
 @pytest.mark.filterwarnings("ignore:The set_.* function will be deprecated:PendingDeprecationWarning")  # shap's import
 def test_patches_lime_and_shap_on_an_additive_model():
-    segments = saliency.patch_segments((4, 4), (2, 2))
+    segments = maps.patch_segments((4, 4), (2, 2))
     np.testing.assert_array_equal(segments, [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
     weights = np.array([[0.05, 0.05, 0.0, 0.0], [0.05, 0.05, 0.0, 0.0],
                         [0.10, 0.10, -0.02, -0.02], [0.10, 0.10, -0.02, -0.02]])
@@ -182,10 +182,10 @@ def test_patches_lime_and_shap_on_an_additive_model():
         return np.stack([1 - p1, p1], axis=1)
 
     x = np.ones((4, 4), np.float32)
-    shap_values = saliency.shap_map(predict, x, 1, patch=(2, 2), samples=64)
+    shap_values = maps.shap_map(predict, x, 1, patch=(2, 2), samples=64)
     # Shapley values of an additive game are its terms: 0.2, 0, 0.4, -0.08 per patch
     np.testing.assert_allclose(shap_values, np.array([0.2, 0.0, 0.4, -0.08])[segments], atol=1e-6)
-    lime_values = saliency.lime_map(predict, x, 1, patch=(2, 2), samples=200)
+    lime_values = maps.lime_map(predict, x, 1, patch=(2, 2), samples=200)
     patch_weights = lime_values[[0, 0, 2, 2], [0, 2, 0, 2]]
     assert list(np.argsort(patch_weights)) == [3, 1, 0, 2]
 
@@ -233,8 +233,8 @@ def test_explain_file_writes_maps_sounds_metrics_and_page(tmp_path, trained_mode
         assert (out / f"{m}.png").stat().st_size > 1000
         kept, _ = sf.read(out / f"{m}_binary.wav")
         assert len(kept) == len(original) and np.sum(kept ** 2) < np.sum(original ** 2)
-    maps = np.load(out / "maps.npz", allow_pickle=False)
-    assert set(maps.files) == set(methods) and maps["ig"].shape[1] == 128
+    saved = np.load(out / "maps.npz", allow_pickle=False)
+    assert set(saved.files) == set(methods) and saved["ig"].shape[1] == 128
     curves = pd.read_csv(out / "curves.csv")
     assert len(curves) == len(methods) * 2 * 5
     page = (out / "report.html").read_text()
