@@ -87,6 +87,7 @@ def training_batches(data, args):
 
 
 def train(data, args, staging):
+    from core.losses import LogitNormLoss
     cfg = feature_config(args)
     n = len(data.classes)
     batches = training_batches(data, args)
@@ -96,7 +97,9 @@ def train(data, args, staging):
                                         2 ** len(args.widths))
     history = common.fit_classifier(model, data, args, batches, use_class_weights=args.class_weights,
                                     label_smoothing=args.label_smoothing, lr_schedule=args.lr_schedule,
-                                    validation=validation)
+                                    validation=validation,
+                                    loss=(LogitNormLoss(args.logit_norm, args.label_smoothing)
+                                          if args.logit_norm else None))
     # fixed input, as exported
     saved = build_model(cfg.n_frames, cfg.n_mels, n, widths=args.widths, dropout=args.dropout)
     saved.set_weights(model.get_weights())
@@ -134,6 +137,9 @@ def make_parser():
     p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=False,
                    help="weight the loss by inverse class frequency (an alternative to --balance)")
     p.add_argument("--label-smoothing", type=float, default=0.05)
+    p.add_argument("--logit-norm", type=float, default=0.0, metavar="TAU",
+                   help="train with LogitNorm cross-entropy, the logits scaled to length 1/TAU in the loss "
+                        "(e.g. 0.04; 0: plain cross-entropy)")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="cosine")
     return p

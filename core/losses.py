@@ -1,4 +1,5 @@
-"""Training-only losses: SimCLR's NT-Xent and ProtoNet's episode loss (the transformer variant), focal loss (VGG).
+"""Training-only losses: SimCLR's NT-Xent and ProtoNet's episode loss (the transformer variant), focal loss (VGG),
+LogitNorm cross-entropy (``enhance.py --logit-norm``).
 
 Nothing here is saved with a model (models are saved without their
 optimizer and loss), so these can change without breaking trained models;
@@ -84,3 +85,34 @@ class BinaryFocalLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
+
+
+class LogitNormLoss(keras.losses.Loss):
+    """Cross-entropy on logits scaled to length 1/``tau`` (LogitNorm; Wei et al., ICML 2022).
+
+    Plain cross-entropy keeps rewarding a correct clip for longer logits, so
+    a network grows them on the easy clips of its training classes and is then
+    confident on anything; with the logits' length fixed in the loss, only
+    their direction is trained. Takes probabilities, as the models output
+    them: softmax(z) is unchanged by adding a constant to z, so the logits are
+    recovered as the centred log-probabilities, z - mean(z), and it is their
+    length that is fixed (the Dense layer's bias cannot move it). Probabilities
+    are floored at 1e-30 before the log, which only matters for logit gaps
+    above 69. ``label_smoothing`` as in ``CategoricalCrossentropy``. Only the
+    loss changes: the model, and its logits at inference, are as before.
+    """
+
+    def __init__(self, tau: float = 0.04, label_smoothing: float = 0.0, name: str = "logit_norm", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.tau, self.label_smoothing = float(tau), float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        log_p = ops.log(ops.maximum(y_pred, 1e-30))
+        z = log_p - ops.mean(log_p, axis=-1, keepdims=True)
+        z = z / (self.tau * (ops.sqrt(ops.sum(ops.square(z), axis=-1, keepdims=True)) + 1e-7))
+        t = ops.cast(y_true, z.dtype)
+        t = t * (1.0 - self.label_smoothing) + self.label_smoothing / ops.cast(ops.shape(t)[-1], z.dtype)
+        return -ops.sum(t * ops.log_softmax(z, axis=-1), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "tau": self.tau, "label_smoothing": self.label_smoothing}

@@ -1,4 +1,4 @@
-"""NT-Xent, the prototypical loss and the prototype head against values worked out by hand."""
+"""NT-Xent, the prototypical loss, LogitNorm and the prototype head against values worked out by hand."""
 import math
 
 import numpy as np
@@ -33,6 +33,35 @@ def test_nt_xent_is_low_for_matching_views_and_high_for_swapped_ones():
     # matched: each view's partner has sim 1, the two others 0: log(1 + 2 exp(-10))
     assert matched == pytest.approx(math.log(1 + 2 * math.exp(-10)), abs=1e-6)   # float32 near 0
     assert swapped > 9.0
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_logit_norm_matches_hand_computation():
+    # logits (4, 1, -2): centred (3, 0, -3), length 3*sqrt(2); with tau = 1 / (3*sqrt(2)) they stay (3, 0, -3)
+    loss = losses.LogitNormLoss(tau=1 / (3 * math.sqrt(2)))
+    p = softmax(np.array([[4.0, 1.0, -2.0]]))
+    e = math.exp
+    assert value(loss(np.array([[1.0, 0, 0]]), p)) == pytest.approx(-math.log(e(3) / (e(3) + 1 + e(-3))), rel=1e-4)
+    assert value(loss(np.array([[0, 0, 1.0]]), p)) == pytest.approx(-math.log(e(-3) / (e(3) + 1 + e(-3))), rel=1e-4)
+    # label smoothing 0.3 over 3 classes: targets (0.8, 0.1, 0.1)
+    smoothed = losses.LogitNormLoss(tau=1 / (3 * math.sqrt(2)), label_smoothing=0.3)
+    log_z = math.log(e(3) + 1 + e(-3))
+    expected = -(0.8 * (3 - log_z) + 0.1 * (0 - log_z) + 0.1 * (-3 - log_z))
+    assert value(smoothed(np.array([[1.0, 0, 0]]), p)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_logit_norm_ignores_the_logits_length():
+    # plain cross-entropy falls as correct logits grow; LogitNorm sees only their direction
+    target, z = np.array([[1.0, 0, 0]]), np.array([[1.0, 0.2, -0.5]])
+    loss = losses.LogitNormLoss(tau=0.1)
+    assert value(loss(target, softmax(5 * z))) == pytest.approx(value(loss(target, softmax(z))), rel=1e-4)
+    assert value(loss(target, softmax(z + 7))) == pytest.approx(value(loss(target, softmax(z))), rel=1e-4)
+    plain = keras.losses.CategoricalCrossentropy()
+    assert value(plain(target, softmax(5 * z))) < value(plain(target, softmax(z))) / 3
 
 
 def test_prototypical_loss_matches_hand_computation():

@@ -131,6 +131,22 @@ def test_smoke_fit_saves_a_loadable_model(script, variant, extra, data_dir, tmp_
         assert (model_dir / "pretrain_history.csv").is_file()
 
 
+def test_enhance_trains_with_logit_norm_when_asked(data_dir, tmp_path, monkeypatch):
+    from core.losses import LogitNormLoss
+    losses, real = [], common.fit_classifier
+
+    def spy(*a, **k):
+        losses.append(k.get("loss"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(common, "fit_classifier", spy)
+    args = enhance.make_parser().parse_args(train_args("enhance", data_dir, tmp_path, "--epochs", "1",
+                                                       "--logit-norm", "0.1"))
+    assert 0 <= enhance.run(args)["accuracy"] <= 1
+    assert isinstance(losses[0], LogitNormLoss) and losses[0].tau == 0.1 and losses[0].label_smoothing == 0.05
+    assert enhance.make_parser().parse_args([]).logit_norm == 0   # plain cross-entropy by default
+
+
 def test_enhance_with_pcen_names_it_in_config_json_and_predicts_with_it(data_dir, tmp_path):
     args = enhance.make_parser().parse_args(train_args("enhance", data_dir, tmp_path, "--epochs", "1",
                                                        "--scaling", "pcen"))
