@@ -18,6 +18,10 @@ recipe mixes under its calls: a noise the model hears *with* a call is shown
 to it *alone* too, or loud broadband wind under animal labels teaches it that
 steady noise can hold an animal. They are split into
 training and validation by source recording, like the animal clips.
+Optionally (``--shifted-negatives``), the animal clips themselves, played
+faster or slower (pitch and tempo moved together, e.g. an octave), are
+negatives too, each in its source clip's split: near misses that only an
+animal's own pitch range tells apart from it.
 """
 from __future__ import annotations
 
@@ -102,8 +106,33 @@ def collect_negatives(data_dir, cfg: FeatureConfig, seed: int, synthetic_per_kin
     return negatives
 
 
+def played_at(y: np.ndarray, factor: float) -> np.ndarray:
+    """``y`` played ``factor`` times as fast: every frequency times ``factor``, the length divided by it.
+
+    Polyphase resampling (``scipy.signal.resample_poly``) by ``factor`` as a
+    fraction with a denominator up to 16 (2: an octave up; 0.5: an octave down).
+    """
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly   # here: scipy.signal would slow every command's start
+    ratio = Fraction(factor).limit_denominator(16)
+    if ratio <= 0:
+        raise ValueError(f"speed factor {factor} must be positive")
+    return resample_poly(np.asarray(y, np.float32), ratio.denominator, ratio.numerator).astype(np.float32)
+
+
+def shifted_clips(clips: Clips, factors: tuple[float, ...], cfg: FeatureConfig, label: int) -> Clips:
+    """Every clip of ``clips`` played at each of ``factors`` (:func:`played_at`), labelled ``label``."""
+    if clips.audio is None:
+        raise ValueError("--shifted-negatives needs the clips' audio, which this variant does not load")
+    audio = [played_at(y, f) for f in factors for y in clips.audio]
+    tags = [f"x{f:g}/{h}" for f in factors for h in clips.hashes]
+    x = np.stack([clip_features(y, cfg) for y in audio]) if audio else clips.x[:0]
+    return Clips(x, np.full(len(audio), label), [Path(t) for t in tags], tags, audio)
+
+
 def add_negatives(data: DataSplits, negatives: Negatives, cfg: FeatureConfig, design: str, seed: int,
-                  val_size: float) -> DataSplits:
+                  val_size: float, shifted: tuple[float, ...] = ()) -> DataSplits:
     """``data`` with the negatives added to its training and validation splits.
 
     Negatives get label ``len(classes)`` in the ``uniform`` design (an extra
@@ -111,7 +140,9 @@ def add_negatives(data: DataSplits, negatives: Negatives, cfg: FeatureConfig, de
     uniform target) and are the class ``background`` in the ``background``
     design. A ``Training/`` negative folder that :func:`core.dataset.load_splits`
     took for a class is removed from the classes (its clips are among the
-    negatives), and Test keeps animals only.
+    negatives), and Test keeps animals only. With ``shifted`` speed factors,
+    every training and validation animal clip played at each of them
+    (:func:`shifted_clips`) is a negative of its own split as well.
     """
     if design not in OUTLIER_DESIGNS[1:]:
         raise ValueError(f"unknown outlier design {design!r}")
@@ -131,6 +162,9 @@ def add_negatives(data: DataSplits, negatives: Negatives, cfg: FeatureConfig, de
                      negatives.audio)
     train = concat(parts["train"], negative.subset(np.flatnonzero(~is_val)))
     val = concat(parts["val"], negative.subset(np.flatnonzero(is_val)))
+    if shifted:
+        train = concat(train, shifted_clips(parts["train"], shifted, cfg, label))
+        val = concat(val, shifted_clips(parts["val"], shifted, cfg, label))
     return dataclasses.replace(data, train=train, val=val, test=parts["test"], classes=classes)
 
 

@@ -107,6 +107,9 @@ def make_parser(variant: str, description: str, epochs: int | None = 30, batch_s
     p.add_argument("--negative-seconds", type=positive_seconds, nargs=2, default=CLIP_SECONDS, metavar=("MIN", "MAX"),
                    help="length of the negative clips: Noise/ recordings are cut, and the synthetic bank drawn, "
                         "this long")
+    p.add_argument("--shifted-negatives", type=float, nargs="+", default=[], metavar="SPEED",
+                   help="also train on the animal clips played this many times as fast (2: an octave up, "
+                        "0.5: an octave down) as negatives, each in its source clip's split (default: none)")
     p.add_argument("--ood-score", choices=("auto", *DEPLOYABLE_SCORES), default="auto",
                    help="the open-set score that decides 'unknown'; auto: the one that best tells the validation "
                         "negatives from the animals (see README: knowing what it does not know)")
@@ -164,9 +167,11 @@ def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None
     print(f"data: {len(data.train.y)} train, {len(data.val.y)} validation, {len(data.test.y)} test clips, "
           f"{len(data.classes)} classes" + (f", {data.skipped} unreadable skipped" if data.skipped else ""))
     if negatives is not None:
-        data = add_negatives(data, negatives, front_end.cfg, args.outliers, args.seed, args.val_size)
+        shifted = tuple(getattr(args, "shifted_negatives", ()))
+        data = add_negatives(data, negatives, front_end.cfg, args.outliers, args.seed, args.val_size, shifted)
         print(f"outlier exposure ({args.outliers}): {len(negatives.audio)} negative clips "
-              f"({', '.join(sorted(set(negatives.kinds)))}) added to training and validation")
+              f"({', '.join(sorted(set(negatives.kinds)))}) added to training and validation"
+              + (f", and every animal clip played at speed {', '.join(f'{f:g}' for f in shifted)}" if shifted else ""))
     return dataclasses.replace(data, **{part: front_end.featurize(getattr(data, part), args.cache_dir)
                                         for part in ("train", "val", "test")})
 

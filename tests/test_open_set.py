@@ -10,7 +10,7 @@ from conftest import tone, write_wav
 import common
 import ood
 from core.inference import UNKNOWN
-from core.negatives import BACKGROUND, add_negatives, collect_negatives, cut_clips
+from core.negatives import BACKGROUND, add_negatives, collect_negatives, cut_clips, played_at
 from core.rejection import OpenSet
 from core.synthetic_noise import synthetic_noise
 from core.training import one_hot
@@ -58,6 +58,45 @@ def test_negatives_are_as_long_as_the_recipe_asks(data_dir):
     negatives = collect_negatives(data_dir, cfg, seed=0, synthetic_per_kind=2, clip_seconds=(15.0, 16.0))
     synthetic = [len(a) / cfg.sr for a, k in zip(negatives.audio, negatives.kinds) if k.startswith("synthetic")]
     assert len(synthetic) == 12 and all(15.0 <= s <= 16.0 for s in synthetic)
+
+
+def test_played_at_moves_pitch_and_tempo_together():
+    sr = 16000
+    y = np.sin(2 * np.pi * 440 * np.arange(sr) / sr).astype(np.float32)
+    for factor, length, hz in ((2.0, 8000, 880), (0.5, 32000, 220), (1.5, 10667, 660)):
+        played = played_at(y, factor)
+        peak = np.argmax(np.abs(np.fft.rfft(played))) * sr / len(played)
+        assert played.dtype == np.float32 and len(played) == length and peak == pytest.approx(hz, abs=1)
+    with pytest.raises(ValueError, match="positive"):
+        played_at(y, 0.0)
+
+
+def test_shifted_animal_clips_are_negatives_of_their_own_split(data_dir, tmp_path):
+    cfg = common.FeatureConfig()
+    splits = common.load_splits(data_dir, cfg, seed=0, val_size=0.25, with_audio=True, cache_dir=None)
+    negatives = collect_negatives(data_dir, cfg, seed=0, synthetic_per_kind=0)
+    plain = add_negatives(splits, negatives, cfg, "uniform", seed=0, val_size=0.25)
+    mixed = add_negatives(splits, negatives, cfg, "uniform", seed=0, val_size=0.25, shifted=(0.5, 2.0))
+    label = len(mixed.classes)
+    for part, animals in (("train", splits.train), ("val", splits.val)):
+        before, after = getattr(plain, part), getattr(mixed, part)
+        added = slice(len(before.y), None)
+        assert len(after.y) == len(before.y) + 2 * len(animals.y) and set(after.y[added]) == {label}
+        assert set(after.hashes[added]) == {f"x{f:g}/{h}" for f in (0.5, 2) for h in animals.hashes}
+        doubled = after.audio[len(before.y):len(before.y) + len(animals.y)]   # speed 0.5 first
+        assert [len(a) for a in doubled] == [2 * len(a) for a in animals.audio]
+        assert after.x.shape[1:] == before.x.shape[1:]
+    np.testing.assert_array_equal(mixed.test.y, plain.test.y)   # Test keeps its animals only
+    from core.training import make_parser, prepare_data
+    flags = ["--data-dir", str(data_dir), "--cache-dir", str(tmp_path), "--seed", "0", "--val-size", "0.25"]
+    args = make_parser("t", "t").parse_args(flags + ["--shifted-negatives", "0.5", "2"])
+    assert args.shifted_negatives == [0.5, 2.0] and make_parser("t", "t").parse_args([]).shifted_negatives == []
+    runs = [prepare_data(make_parser("t", "t").parse_args(flags), with_audio=True), prepare_data(args, with_audio=True)]
+    sizes = [len(run.train.y) + len(run.val.y) for run in runs]
+    assert sizes[1] - sizes[0] == 2 * (len(splits.train.y) + len(splits.val.y))
+    without_audio = common.load_splits(data_dir, cfg, seed=0, val_size=0.25, cache_dir=None)
+    with pytest.raises(ValueError, match="needs the clips' audio"):
+        add_negatives(without_audio, negatives, cfg, "uniform", seed=0, val_size=0.25, shifted=(2.0,))
 
 
 def test_the_synthetic_winds_a_recipe_mixes_in_are_negatives_too(data_dir):
