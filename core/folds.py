@@ -32,7 +32,8 @@ import pandas as pd
 from .dataset import Clips, DatasetError, DataSplits, load_labelled, read_manifest, split_validation
 from .front_ends import LogMel
 from .negatives import concat
-from .training import collect_outliers, ensure_dataset, finish_splits, publish_result, staged_dir, train_and_report
+from .training import (collect_outliers, ensure_dataset, finish_splits, keeps_audio, publish_result, staged_dir,
+                       train_and_report)
 
 FOLD_FILES = ("metrics.json", "classification_report.csv", "confusion_matrix.csv", "history.csv")
 CHOSEN_BY = "val_macro_f1"   # the validation score that picks the fold whose model the directory keeps
@@ -168,7 +169,7 @@ def run_folds(variant: str, args, train_fn, with_audio: bool = False, front_end=
     try:
         ensure_dataset(args.data_dir)
         training, test, classes, skipped = load_labelled(args.data_dir, front_end.cfg,
-                                                         with_audio or front_end.needs_audio, args.cache_dir)
+                                                         keeps_audio(args, with_audio, front_end), args.cache_dir)
         labelled = concat(training, test)
         files = [Path(f).relative_to(args.data_dir).as_posix() for f in labelled.files]
         groups = recording_groups(files, labelled.hashes, read_manifest(args.data_dir))

@@ -143,9 +143,15 @@ def prepare_data(args, with_audio: bool = False, front_end=None) -> DataSplits:
     """
     ensure_dataset(args.data_dir)
     front_end = front_end or LogMel()
-    data = load_splits(args.data_dir, front_end.cfg, args.seed, args.val_size, with_audio or front_end.needs_audio,
-                       args.cache_dir)
+    data = load_splits(args.data_dir, front_end.cfg, args.seed, args.val_size,
+                       keeps_audio(args, with_audio, front_end), args.cache_dir)
     return finish_splits(data, args, front_end, collect_outliers(args, front_end))
+
+
+def keeps_audio(args, with_audio: bool, front_end) -> bool:
+    """Whether a run keeps its clips' audio: the recipe trains on it, its front end embeds it, or
+    ``--shifted-negatives`` plays it at other speeds."""
+    return with_audio or front_end.needs_audio or bool(getattr(args, "shifted_negatives", ()))
 
 
 def collect_outliers(args, front_end) -> Negatives | None:
