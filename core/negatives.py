@@ -121,14 +121,19 @@ def played_at(y: np.ndarray, factor: float) -> np.ndarray:
     return resample_poly(np.asarray(y, np.float32), ratio.denominator, ratio.numerator).astype(np.float32)
 
 
+def negative_clips(audio: list[np.ndarray], groups: list[str], cfg: FeatureConfig, label: int) -> Clips:
+    """``audio`` as clips of label ``label`` with their log-Mel features; each ``groups`` entry is its file and hash."""
+    x = (np.stack([clip_features(y, cfg) for y in audio]) if audio
+         else np.zeros((0, cfg.n_frames, cfg.n_mels), np.float32))
+    return Clips(x, np.full(len(audio), label), [Path(g) for g in groups], list(groups), audio)
+
+
 def shifted_clips(clips: Clips, factors: tuple[float, ...], cfg: FeatureConfig, label: int) -> Clips:
     """Every clip of ``clips`` played at each of ``factors`` (:func:`played_at`), labelled ``label``."""
     if clips.audio is None:
         raise ValueError("--shifted-negatives needs the clips' audio, which this variant does not load")
-    audio = [played_at(y, f) for f in factors for y in clips.audio]
-    tags = [f"x{f:g}/{h}" for f in factors for h in clips.hashes]
-    x = np.stack([clip_features(y, cfg) for y in audio]) if audio else clips.x[:0]
-    return Clips(x, np.full(len(audio), label), [Path(t) for t in tags], tags, audio)
+    return negative_clips([played_at(y, f) for f in factors for y in clips.audio],
+                          [f"x{f:g}/{h}" for f in factors for h in clips.hashes], cfg, label)
 
 
 def add_negatives(data: DataSplits, negatives: Negatives, cfg: FeatureConfig, design: str, seed: int,
@@ -155,11 +160,8 @@ def add_negatives(data: DataSplits, negatives: Negatives, cfg: FeatureConfig, de
         clips.y = relabel[clips.y]
     classes = animals + ([BACKGROUND] if design == BACKGROUND else [])
     label = len(animals)
-    x = np.stack([clip_features(y, cfg) for y in negatives.audio])
-    kinds = np.asarray(negatives.kinds)
-    is_val = group_split(kinds, negatives.groups, val_size, seed + 2)
-    negative = Clips(x, np.full(len(x), label), [Path(g) for g in negatives.groups], list(negatives.groups),
-                     negatives.audio)
+    is_val = group_split(np.asarray(negatives.kinds), negatives.groups, val_size, seed + 2)
+    negative = negative_clips(negatives.audio, negatives.groups, cfg, label)
     train = concat(parts["train"], negative.subset(np.flatnonzero(~is_val)))
     val = concat(parts["val"], negative.subset(np.flatnonzero(is_val)))
     if shifted:
