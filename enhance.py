@@ -12,7 +12,10 @@ into three clips of four at a calibrated SNR down to -5 dB (measured on the
 call itself; real recordings and 16 synthetic winds of random colour, which
 outlier exposure also shows alone as "no animal"), a random spectral tilt,
 class-balanced sampling and label smoothing, with a warm-up + cosine learning
-rate and early stopping on validation.
+rate and early stopping on validation. Outlier exposure also shows it every
+animal clip played an octave down and up (--shifted-negatives 0.5 2) as "no
+animal": near misses that held-out animals resemble, drawn in each epoch's
+share, so an epoch keeps its length.
 SpecAugment is available but off: on 4 s excerpts its masks hid too much of
 each call and the network underfitted. Each ingredient has a flag;
 bench/ablate_enhance.py measures what each one buys. The step is compiled
@@ -83,7 +86,8 @@ def training_batches(data, args):
         return x, y
 
     return common.make_batches(features, data.train.y, len(data.classes), args.batch_size, args.seed, batch_transform,
-                               balance=args.balance, full_batches=True, workers=2)   # README: training time
+                               balance=args.balance, full_batches=True, workers=2,   # README: training time
+                               epoch_size=common.draws_per_epoch(data.train))
 
 
 def train(data, args, staging):
@@ -107,7 +111,8 @@ def train(data, args, staging):
 
 
 def make_parser():
-    p = common.make_parser("enhance", __doc__.splitlines()[0], epochs=80, patience=20, lr=2e-3, xla=True)
+    p = common.make_parser("enhance", __doc__.splitlines()[0], epochs=80, patience=20, lr=2e-3, xla=True,
+                           shifted_negatives=(0.5, 2.0))
     p.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS),
                    help="filters of each residual block; each block halves the time axis")
     p.add_argument("--p-noise", type=float, default=0.75, help="probability of mixing wind into a clip")

@@ -47,6 +47,8 @@ ROWS = {   # short name: (what changes, enhance.py flags[, environment])
     "widths-3q-epochs-60": ("three-quarter widths, 60 epochs", [*THREE_QUARTER, "--epochs", "60"]),
     "windy": ("wind in 3 clips of 4 at 0-25 dB (the windy-site option of 2026-12-05)", WINDY),
     "calm": ("the wind settings until 2026-12-05: wind in half the clips at 5-25 dB, no synthetic winds", EARLIER),
+    "no-shifted": ("no animal clips played at speed 0.5 and 2 among the negatives (the recipe until 2026-12-06)",
+                   ["--no-shifted-negatives"]),
     "glibc-malloc": ("glibc's default allocator, which maps and unmaps large blocks (core.allocator)", [],
                      {"ANIMAL_SOUNDS_KEEP_FREED_MEMORY": "0"}),
     "first-run": ("compiling every run, as a machine's first run does (no XLA programs kept, core.compile_cache)",

@@ -40,6 +40,7 @@ BACKGROUND = "background"
 NEGATIVE_FOLDERS = ("background", "noise", "other")   # Training/ folders that hold no animal
 CLIP_SECONDS = (1.5, 6.0)                              # negatives as long as typical animal clips
 SYNTHETIC_PER_KIND = 20
+SHIFTED_PREFIX = "played-x"                            # a shifted clip's hash: played-x<speed>/<source clip's hash>
 
 
 @dataclasses.dataclass
@@ -133,7 +134,17 @@ def shifted_clips(clips: Clips, factors: tuple[float, ...], cfg: FeatureConfig, 
     if clips.audio is None:
         raise ValueError("--shifted-negatives needs the clips' audio, which this variant does not load")
     return negative_clips([played_at(y, f) for f in factors for y in clips.audio],
-                          [f"x{f:g}/{h}" for f in factors for h in clips.hashes], cfg, label)
+                          [f"{SHIFTED_PREFIX}{f:g}/{h}" for f in factors for h in clips.hashes], cfg, label)
+
+
+def draws_per_epoch(clips: Clips) -> int:
+    """How many examples an epoch of training on ``clips`` draws: every clip but the :func:`shifted_clips`.
+
+    The shifted copies are variety among the negatives, drawn in their share
+    of each epoch, not extra steps: with two speeds they would more than
+    double an epoch (and a run) for the same number of passes over the animals.
+    """
+    return sum(not h.startswith(SHIFTED_PREFIX) for h in clips.hashes)
 
 
 def add_negatives(data: DataSplits, negatives: Negatives, cfg: FeatureConfig, design: str, seed: int,

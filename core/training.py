@@ -75,7 +75,7 @@ def positive_seconds(text: str) -> float:
 
 def make_parser(variant: str, description: str, epochs: int | None = 30, batch_size: int = 32,
                 lr: float = 1e-3, patience: int = 8, outliers: str = DEFAULT_OUTLIERS,
-                xla: bool = False) -> argparse.ArgumentParser:
+                xla: bool = False, shifted_negatives: tuple[float, ...] = ()) -> argparse.ArgumentParser:
     """The flags every training script takes; a script adds its own before parsing.
 
     ``epochs=None``: the default depends on other flags, and the parsed
@@ -107,9 +107,11 @@ def make_parser(variant: str, description: str, epochs: int | None = 30, batch_s
     p.add_argument("--negative-seconds", type=positive_seconds, nargs=2, default=CLIP_SECONDS, metavar=("MIN", "MAX"),
                    help="length of the negative clips: Noise/ recordings are cut, and the synthetic bank drawn, "
                         "this long")
-    p.add_argument("--shifted-negatives", type=float, nargs="+", default=[], metavar="SPEED",
+    p.add_argument("--shifted-negatives", type=float, nargs="+", default=list(shifted_negatives), metavar="SPEED",
                    help="also train on the animal clips played this many times as fast (2: an octave up, "
-                        "0.5: an octave down) as negatives, each in its source clip's split (default: none)")
+                        "0.5: an octave down) as negatives, each in its source clip's split")
+    p.add_argument("--no-shifted-negatives", dest="shifted_negatives", action="store_const", const=[],
+                   default=argparse.SUPPRESS, help="no animal clips played at other speeds among the negatives")
     p.add_argument("--ood-score", choices=("auto", *DEPLOYABLE_SCORES), default="auto",
                    help="the open-set score that decides 'unknown'; auto: the one that best tells the validation "
                         "negatives from the animals (see README: knowing what it does not know)")
@@ -218,13 +220,15 @@ def one_hot(y: np.ndarray, n: int) -> np.ndarray:
 
 
 def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int, after=None,
-                 balance: float = 0.0, full_batches: bool = False, workers: int = 1):
+                 balance: float = 0.0, full_batches: bool = False, workers: int = 1, epoch_size: int | None = None):
     """A Keras ``PyDataset`` of freshly augmented batches, redrawn every epoch.
 
     ``x_fn(indices, rng)`` returns the features of those training examples;
     ``after(x, y, rng)`` may transform a whole batch (SpecAugment, mixup).
-    ``balance`` = 0 shuffles the training set once per epoch; above 0 an epoch
-    draws as many examples with replacement, each with probability
+    An epoch has ``epoch_size`` examples (default: ``len(y)``;
+    :func:`core.negatives.draws_per_epoch` leaves out shifted negatives).
+    ``balance`` = 0 takes them from a fresh shuffle of the training set each
+    epoch; above 0 they are drawn with replacement, each with probability
     proportional to its class count ** -balance (1: every class equally
     often, 0.5: rare classes up-weighted by the square root of their rarity).
     ``full_batches`` fills the last batch too (drawing more examples, or
@@ -240,6 +244,7 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
     counts = np.bincount(y, minlength=n_classes).astype(float)
     weights = counts[y] ** -balance
     weights /= weights.sum()
+    epoch_size = len(y) if epoch_size is None else epoch_size
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -255,10 +260,10 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
 
         def order(self, epoch):
             rng = np.random.default_rng([seed, epoch])
-            size = len(self) * batch_size if full_batches else len(y)
+            size = len(self) * batch_size if full_batches else epoch_size
             if balance:
                 return rng.choice(len(y), size, p=weights)
-            return np.resize(rng.permutation(len(y)), size)   # filled up from the start of the shuffle
+            return np.resize(rng.permutation(len(y)), size)   # cut, or filled up from the start of the shuffle
 
         def batch(self, epoch, i, order):
             rng = np.random.default_rng([seed, epoch, i])
@@ -267,7 +272,7 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
             return after(xb, yb, rng) if after else (xb, yb)
 
         def __len__(self):
-            return int(np.ceil(len(y) / batch_size))
+            return int(np.ceil(epoch_size / batch_size))
 
         def __getitem__(self, i):
             with self.lock:
@@ -338,7 +343,7 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
     """
     import keras
     n = len(data.classes)
-    epoch_steps = int(np.ceil(len(data.train.y) / args.batch_size))
+    epoch_steps = len(train_batches) if train_batches is not None else int(np.ceil(len(data.train.y) / args.batch_size))
     # cosine: two epochs of linear warm-up (BatchNorm statistics settle), then a cosine decay to zero
     lr = (keras.optimizers.schedules.CosineDecay(0.0, epoch_steps * max(1, args.epochs - 2), warmup_target=args.lr,
                                                  warmup_steps=epoch_steps * min(2, args.epochs))
@@ -397,12 +402,12 @@ def fit_open_set(model, data: DataSplits, args, refit=None) -> tuple[OpenSet, di
     from .model_views import head_activation, logits_and_embedding
     activation = head_activation(model)
     view = logits_and_embedding(model)
-    (_, train_emb), (val_logits, val_emb) = ([np.asarray(a) for a in view.predict(part.x, batch_size=64, verbose=0)]
-                                             for part in (data.train, data.val))
     # statistics of the animals only: negatives (and a background output) are what "unknown" is measured against
     animals = len([c for c in data.classes if c != BACKGROUND])
     train_known, val_known = data.train.y < animals, data.val.y < animals
-    open_set = OpenSet.fit(train_emb[train_known], data.train.y[train_known], val_logits[val_known],
+    (_, train_emb), (val_logits, val_emb) = ([np.asarray(a) for a in view.predict(x, batch_size=64, verbose=0)]
+                                             for x in (data.train.x[train_known], data.val.x))
+    open_set = OpenSet.fit(train_emb, data.train.y[train_known], val_logits[val_known],
                            val_emb[val_known], data.val.y[val_known], animals,
                            DEFAULT_SCORE if args.ood_score == "auto" else args.ood_score, args.keep, activation)
     val_ood_auroc = None

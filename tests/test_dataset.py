@@ -182,6 +182,24 @@ def test_full_batches_have_one_shape_and_the_same_draws_in_any_order(balance):
     assert not np.array_equal(batches[0][0], first)        # a new epoch, new draws
 
 
+@pytest.mark.parametrize("balance", [0.0, 0.5])
+def test_an_epoch_draws_epoch_size_examples_from_all_of_them(balance):
+    """A shorter epoch than the training set: fewer batches, drawn from every example over the epochs."""
+    pytest.importorskip("keras")
+    from core.training import make_batches
+    y = np.array([0] * 30 + [1] * 30)
+    batches = make_batches(lambda idx, rng: idx[:, None].astype(np.float32), y, 2, 10, seed=0, balance=balance,
+                           epoch_size=20)
+    drawn = []
+    for _ in range(10):
+        assert len(batches) == 2
+        epoch = [int(i) for b in range(2) for i in batches[b][0][:, 0]]
+        assert len(epoch) == 20 and (balance or len(set(epoch)) == 20)   # a shuffle's first 20: no repeats
+        drawn += epoch
+        batches.on_epoch_end()
+    assert len(set(drawn)) > 55                            # the epochs reach nearly all 60, not the same 20
+
+
 def test_batches_worked_out_ahead_are_the_batches_asked_for():
     """With threads, the next epoch is prepared once this one's batches are all asked for: the same batches."""
     pytest.importorskip("keras")

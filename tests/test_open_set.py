@@ -82,15 +82,18 @@ def test_shifted_animal_clips_are_negatives_of_their_own_split(data_dir, tmp_pat
         before, after = getattr(plain, part), getattr(mixed, part)
         added = slice(len(before.y), None)
         assert len(after.y) == len(before.y) + 2 * len(animals.y) and set(after.y[added]) == {label}
-        assert set(after.hashes[added]) == {f"x{f:g}/{h}" for f in (0.5, 2) for h in animals.hashes}
+        assert set(after.hashes[added]) == {f"played-x{f:g}/{h}" for f in (0.5, 2) for h in animals.hashes}
         doubled = after.audio[len(before.y):len(before.y) + len(animals.y)]   # speed 0.5 first
         assert [len(a) for a in doubled] == [2 * len(a) for a in animals.audio]
         assert after.x.shape[1:] == before.x.shape[1:]
+        assert common.draws_per_epoch(after) == len(before.y)   # an epoch as long as without them
     np.testing.assert_array_equal(mixed.test.y, plain.test.y)   # Test keeps its animals only
     from core.training import make_parser, prepare_data
     flags = ["--data-dir", str(data_dir), "--cache-dir", str(tmp_path), "--seed", "0", "--val-size", "0.25"]
     args = make_parser("t", "t").parse_args(flags + ["--shifted-negatives", "0.5", "2"])
     assert args.shifted_negatives == [0.5, 2.0] and make_parser("t", "t").parse_args([]).shifted_negatives == []
+    assert make_parser("t", "t", shifted_negatives=(2.0,)).parse_args([]).shifted_negatives == [2.0]
+    assert make_parser("t", "t", shifted_negatives=(2.0,)).parse_args(["--no-shifted-negatives"]).shifted_negatives == []
     runs = [prepare_data(make_parser("t", "t").parse_args(flags)), prepare_data(args)]   # a recipe without audio too
     sizes = [len(run.train.y) + len(run.val.y) for run in runs]
     assert sizes[1] - sizes[0] == 2 * (len(splits.train.y) + len(splits.val.y))

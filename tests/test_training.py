@@ -53,6 +53,21 @@ def test_xla_steps_run_in_loops_of_several_train_as_one_at_a_time(monkeypatch):
     np.testing.assert_array_equal(looped.to_numpy(), single.to_numpy())
 
 
+def test_the_cosine_schedule_counts_the_steps_of_the_epochs_the_batches_draw():
+    """Batches of a shorter epoch than the training set: warm-up and decay are counted in their steps."""
+    import keras
+
+    from core.training import make_batches
+    splits = diverging_splits()
+    batches = make_batches(lambda idx, rng: splits.train.x[idx], splits.train.y, 2, 16, seed=0, epoch_size=32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    args = argparse.Namespace(epochs=4, batch_size=16, lr=0.05, patience=5, quiet=True, xla=False)
+    fit_classifier(model, splits, args, batches, lr_schedule="cosine")
+    schedule = model.optimizer._learning_rate
+    assert (schedule.warmup_steps, schedule.decay_steps) == (2 * 2, 2 * 2)   # 2 steps an epoch, not 64 / 16
+    assert int(model.optimizer.iterations) == 4 * 2
+
+
 def test_length_bucketed_validation_gives_the_padded_windows_outputs_and_loss():
     import keras
 
