@@ -47,8 +47,8 @@ from core.features import (SCALINGS, FeatureCache, FeatureConfig, clip_features,
 from core.front_ends import LogMel  # noqa: E402,F401
 from core.inference import (Classifier, Ensemble, default_model_dir, load_classifier,  # noqa: E402,F401
                             read_model_config)
-from core.reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
 from core.negatives import draws_per_epoch  # noqa: E402,F401
+from core.reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
 from core.training import (fit_classifier, length_bucketed, make_batches, make_parser, noise_bank,  # noqa: E402,F401
                            one_hot, run_experiment)
 from core.windows import SlidingWindows, iter_windows  # noqa: E402,F401
