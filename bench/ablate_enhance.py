@@ -42,6 +42,7 @@ ROWS = {   # short name: (what changes, enhance.py flags[, environment])
     "no-crop": ("whole 500-frame windows instead of 4 s excerpts", ["--crop-frames", "0"]),
     "epochs-30": ("30 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "30"]),
     "epochs-40": ("40 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "40"]),
+    "epochs-60": ("60 epochs (the cosine schedule ends there) instead of 80", ["--epochs", "60"]),
     "no-xla": ("the training step without XLA (the same network and recipe)", ["--no-xla"]),
     "widths-3q": ("three-quarter widths (48, 96, 144, 192 filters)", THREE_QUARTER),
     "widths-3q-epochs-60": ("three-quarter widths, 60 epochs", [*THREE_QUARTER, "--epochs", "60"]),

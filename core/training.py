@@ -308,7 +308,9 @@ def length_bucketed(x: np.ndarray, targets: np.ndarray, batch_size: int, multipl
 
     Batches hold clips of similar length (sorted by real frames), each cut
     after its longest clip's real frames, rounded up to ``multiple`` (the
-    model's total time pooling, so every pooling grid stays where it was).
+    model's total time pooling, so every pooling grid stays where it was)
+    times a power of two: a few lengths, so that an XLA-compiled model is
+    compiled for a few shapes, not one per batch (about 0.5 s each).
     For a model whose padding frames stay zero and are left out of its
     pooling (``enhance.py``'s), the outputs and the loss are those of the
     padded windows, while most validation clips are far shorter than the
@@ -320,7 +322,8 @@ def length_bucketed(x: np.ndarray, targets: np.ndarray, batch_size: int, multipl
     batches = []
     for i in range(0, len(order), batch_size):
         rows = order[i:i + batch_size]
-        frames = min(x.shape[1], -(-lengths[rows].max() // multiple) * multiple)
+        blocks = -(-lengths[rows].max() // multiple)
+        frames = min(x.shape[1], multiple * 2 ** int(np.ceil(np.log2(max(blocks, 1)))))
         batches.append((x[rows, :frames], targets[rows].astype(np.float32)))
     spec = (tf.TensorSpec((None, None, x.shape[2]), tf.float32), tf.TensorSpec((None, targets.shape[1]), tf.float32))
     dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=spec)
@@ -329,7 +332,8 @@ def length_bucketed(x: np.ndarray, targets: np.ndarray, batch_size: int, multipl
 
 def fit_classifier(model, data: DataSplits, args, train_batches=None,
                    use_class_weights: bool = False, label_smoothing: float = 0.0,
-                   lr_schedule: str = "plateau", loss=None, validation=None, warmup_epochs: int = 0) -> pd.DataFrame:
+                   lr_schedule: str = "plateau", loss=None, validation=None, warmup_epochs: int = 0,
+                   validate_from: int = 0) -> pd.DataFrame:
     """Compile and fit ``model`` with early stopping on validation loss; returns the history.
 
     The weights of the best epoch (lowest validation loss) are kept in memory
@@ -339,7 +343,9 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
     or any ``validation_data``: :func:`length_bucketed`) the validation split
     with one-hot targets. Early stopping counts its patience from epoch
     ``warmup_epochs`` on, for a recipe whose validation loss first rises
-    while training settles.
+    while training settles. The first ``validate_from`` epochs run without
+    validation, for a schedule whose early weights are never the best: they
+    are neither kept nor watched, and their validation columns are NaN.
     """
     import keras
     n = len(data.classes)
@@ -354,12 +360,18 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
                   # the same steps, in a loop TensorFlow runs: less dispatch from Python per step
                   steps_per_execution=STEPS_PER_EXECUTION if args.xla else 1)
     best = {"val_loss": np.inf, "weights": None}
+    validate_from = min(validate_from, args.epochs - 1)   # the last epoch is always validated
+
+    class ValidatedEarlyStopping(keras.callbacks.EarlyStopping):
+        """Watches validated epochs only (Keras' own warns at every epoch without its metric)."""
+        def on_epoch_end(self, epoch, logs=None):
+            if self.monitor in (logs or {}):
+                super().on_epoch_end(epoch, logs)
 
     def keep_best(epoch, logs):   # in memory: a file written at every new best took 1-2 s of a run
-        if logs["val_loss"] < best["val_loss"]:
+        if logs.get("val_loss", np.inf) < best["val_loss"]:
             best.update(val_loss=logs["val_loss"], weights=model.get_weights())
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience,
-                                               start_from_epoch=warmup_epochs),
+    callbacks = [ValidatedEarlyStopping(monitor="val_loss", patience=args.patience, start_from_epoch=warmup_epochs),
                  keras.callbacks.LambdaCallback(on_epoch_end=keep_best)]
     if lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
@@ -371,6 +383,8 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
     try:
         history = model.fit(train, target, batch_size=None if train_batches is not None else args.batch_size,
                             epochs=args.epochs, validation_data=validation,
+                            # Keras validates at the (1-based) epochs of a list
+                            validation_freq=list(range(validate_from + 1, args.epochs + 1)) if validate_from else 1,
                             class_weight=class_weights(data.train.y, n) if use_class_weights else None,
                             callbacks=callbacks, shuffle=True, verbose=0 if args.quiet else 2)
     finally:
@@ -379,7 +393,8 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
     import pandas as pd
     if best["weights"] is not None:
         model.set_weights(best["weights"])
-    frame = pd.DataFrame(history.history)
+    epochs = len(history.epoch)   # columns of unvalidated epochs are short: NaN in front
+    frame = pd.DataFrame({k: [np.nan] * (epochs - len(v)) + list(v) for k, v in history.history.items()})
     return frame.drop(columns=[c for c in frame if c == "learning_rate"])
 
 

@@ -35,6 +35,27 @@ def test_patience_counts_from_the_end_of_the_warm_up(warmup, epochs_run):
     assert restored == pytest.approx(history["val_loss"][0], rel=1e-5)
 
 
+def test_epochs_before_validate_from_are_neither_validated_nor_kept():
+    """Validation loss rises every epoch: validated from the fourth epoch on, patience 1 stops at the fifth,
+    the fourth's weights come back, and early stopping does not warn about the epochs without validation."""
+    import warnings
+
+    import keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    args = argparse.Namespace(epochs=8, batch_size=16, lr=0.05, patience=1, quiet=True, xla=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = fit_classifier(model, diverging_splits(), args, lr_schedule="cosine", validate_from=3)
+    assert not [w for w in caught if "val_loss" in str(w.message)]
+    assert len(history) == 5
+    assert history["val_loss"][:3].isna().all() and history["val_loss"][3:].notna().all()
+    assert history["loss"].notna().all()
+    val = diverging_splits().val
+    restored = model.evaluate(val.x, keras.utils.to_categorical(val.y, 2), batch_size=16, verbose=0)[0]
+    assert restored == pytest.approx(history["val_loss"][3], rel=1e-5)
+
+
 def test_xla_steps_run_in_loops_of_several_train_as_one_at_a_time(monkeypatch):
     """4 steps an epoch, in calls of 8 (a partial loop each epoch) or one by one: the same history."""
     import keras
@@ -73,16 +94,17 @@ def test_length_bucketed_validation_gives_the_padded_windows_outputs_and_loss():
 
     import enhance
     rng = np.random.default_rng(0)
-    lengths = [5, 17, 30, 33, 50, 64, 70, 90, 100, 12]
-    x = np.zeros((len(lengths), 100, 16), np.float32)
+    lengths = [5, 17, 30, 33, 50, 64, 70, 90, 100, 12, 150, 190]
+    x = np.zeros((len(lengths), 200, 16), np.float32)
     for i, n in enumerate(lengths):
         x[i, :n] = rng.standard_normal((n, 16))
     targets = np.eye(3, dtype=np.float32)[rng.integers(0, 3, len(lengths))]
     model = enhance.build_model(None, 16, 3)
     model.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05))
     batches = list(length_bucketed(x, targets, 4, 16).as_numpy_iterator())
-    # sorted lengths 5 12 17 30 | 33 50 64 70 | 90 100: cut at 32, 80, and the window's 100
-    assert [b[0].shape[1] for b in batches] == [32, 80, 100]
+    # sorted lengths 5 12 17 30 | 33 50 64 70 | 90 100 150 190, in blocks of 16 rounded up to a power of two:
+    # 2 blocks, 5 -> 8 blocks, and 12 -> 16 blocks, more than the window's 200 frames
+    assert [b[0].shape[1] for b in batches] == [32, 128, 200]
     order = np.argsort(lengths, kind="stable")
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), targets[order])
     bucketed = np.concatenate([np.asarray(model(b[0])) for b in batches])
