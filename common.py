@@ -9,7 +9,6 @@ module re-exports what the commands use, so that a command reads
 - ``core.windows``        analysis windows over files and live streams (one mechanism)
 - ``core.dataset``        importing the published archive, duplicate-aware splits, class weights
 - ``core.augment``        SpecAugment, spectral tilt, time shift, mixup, on-the-fly wind mixing
-- ``core.negatives``      negatives for outlier exposure (how many an epoch draws)
 - ``core.training``       flags, seeds, callbacks, the fit/evaluate/publish harness
 - ``core.reports``        metrics, artifacts written atomically, results table, charts
 - ``core.backends``       one model run by Keras, ONNX Runtime or LiteRT (TFLite)
@@ -47,7 +46,6 @@ from core.features import (SCALINGS, FeatureCache, FeatureConfig, clip_features,
 from core.front_ends import LogMel  # noqa: E402,F401
 from core.inference import (Classifier, Ensemble, default_model_dir, load_classifier,  # noqa: E402,F401
                             read_model_config)
-from core.negatives import draws_per_epoch  # noqa: E402,F401
 from core.reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
 from core.training import (fit_classifier, length_bucketed, make_batches, make_parser, noise_bank,  # noqa: E402,F401
                            one_hot, run_experiment)

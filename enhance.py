@@ -85,9 +85,8 @@ def training_batches(data, args):
             x, y = common.mixup(x, y, rng, args.mixup)
         return x, y
 
-    return common.make_batches(features, data.train.y, len(data.classes), args.batch_size, args.seed, batch_transform,
-                               balance=args.balance, full_batches=True, workers=2,   # README: training time
-                               epoch_size=common.draws_per_epoch(data.train))
+    return common.make_batches(features, data.train, len(data.classes), args.batch_size, args.seed, batch_transform,
+                               balance=args.balance, full_batches=True, workers=2)   # README: training time
 
 
 def train(data, args, staging):
@@ -102,8 +101,7 @@ def train(data, args, staging):
     history = common.fit_classifier(model, data, args, batches, use_class_weights=args.class_weights,
                                     label_smoothing=args.label_smoothing, lr_schedule=args.lr_schedule,
                                     validation=validation,
-                                    validate_from=int(args.epochs * args.validate_from)
-                                    if args.lr_schedule == "cosine" else 0,
+                                    validate_from=int(args.epochs * args.validate_from),
                                     loss=(LogitNormLoss(args.logit_norm, args.label_smoothing)
                                           if args.logit_norm else None))
     # fixed input, as exported

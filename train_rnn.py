@@ -91,9 +91,8 @@ def train(data, args, staging, front_end, cell: str, attention_units: int = 0, n
     model = build_model((None, x.shape[-1]), len(data.classes), train_frames=real_frames(x), **network)
     lengths = np.array([n_real_frames(clip) for clip in x])
     frames = args.crop_frames or x.shape[1]
-    batches = common.make_batches(lambda idx, rng: excerpts(x, lengths, idx, frames, rng), data.train.y,
-                                  len(data.classes), args.batch_size, args.seed, balance=args.balance,
-                                  epoch_size=common.draws_per_epoch(data.train))
+    batches = common.make_batches(lambda idx, rng: excerpts(x, lengths, idx, frames, rng), data.train,
+                                  len(data.classes), args.batch_size, args.seed, balance=args.balance)
     history = common.fit_classifier(model, data, args, batches, label_smoothing=args.label_smoothing)
     saved = build_model(front_end.input_shape, len(data.classes), train_frames=real_frames(x), **network)
     saved.set_weights(model.get_weights())

@@ -171,8 +171,8 @@ def train(front_end: BackboneEmbeddings, data, args, staging):
             if head == "logistic":
                 history = fit_logistic(model, versions, data.train.y, n, args.logistic_c, args.balance)
             else:
-                batches = common.make_batches(one_version, data.train.y, n, args.batch_size, args.seed,
-                                              balance=args.balance, epoch_size=common.draws_per_epoch(data.train))
+                batches = common.make_batches(one_version, data.train, n, args.batch_size, args.seed,
+                                              balance=args.balance)
                 history = common.fit_classifier(model, data, args, batches,
                                                 label_smoothing=args.label_smoothing)
             fits.append((validation_score(model, data), model, history))

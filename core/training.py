@@ -37,6 +37,7 @@ from .compile_cache import use_compile_cache
 from .dataset import (
     DATASET_URL,
     DEFAULT_CACHE,
+    Clips,
     DatasetError,
     DataSplits,
     class_weights,
@@ -54,6 +55,7 @@ from .negatives import (
     Negatives,
     add_negatives,
     collect_negatives,
+    draws_per_epoch,
 )
 from .openset import accuracy_after_rejection, auroc
 from .rejection import DEFAULT_KEEP, DEFAULT_SCORE, DEPLOYABLE_SCORES, SCORE_PREFERENCE, OpenSet
@@ -219,14 +221,14 @@ def one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.vstack([np.eye(n, dtype=np.float32), np.full((1, n), 1.0 / n, np.float32)])[y]
 
 
-def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int, after=None,
-                 balance: float = 0.0, full_batches: bool = False, workers: int = 1, epoch_size: int | None = None):
-    """A Keras ``PyDataset`` of freshly augmented batches, redrawn every epoch.
+def make_batches(x_fn, clips: Clips, n_classes: int, batch_size: int, seed: int, after=None,
+                 balance: float = 0.0, full_batches: bool = False, workers: int = 1):
+    """A Keras ``PyDataset`` of freshly augmented batches of the training ``clips``, redrawn every epoch.
 
     ``x_fn(indices, rng)`` returns the features of those training examples;
     ``after(x, y, rng)`` may transform a whole batch (SpecAugment, mixup).
-    An epoch has ``epoch_size`` examples (default: ``len(y)``;
-    :func:`core.negatives.draws_per_epoch` leaves out shifted negatives).
+    An epoch has :func:`core.negatives.draws_per_epoch` examples: every clip
+    but the shifted negatives, which are drawn in the negatives' share.
     ``balance`` = 0 takes them from a fresh shuffle of the training set each
     epoch; above 0 they are drawn with replacement, each with probability
     proportional to its class count ** -balance (1: every class equally
@@ -241,10 +243,10 @@ def make_batches(x_fn, y: np.ndarray, n_classes: int, batch_size: int, seed: int
     whatever the threads' timing.
     """
     import keras
+    y, epoch_size = clips.y, draws_per_epoch(clips)
     counts = np.bincount(y, minlength=n_classes).astype(float)
     weights = counts[y] ** -balance
     weights /= weights.sum()
-    epoch_size = len(y) if epoch_size is None else epoch_size
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -345,7 +347,8 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
     ``warmup_epochs`` on, for a recipe whose validation loss first rises
     while training settles. The first ``validate_from`` epochs run without
     validation, for a schedule whose early weights are never the best: they
-    are neither kept nor watched, and their validation columns are NaN.
+    are neither kept nor watched, and their validation columns are NaN. The
+    plateau schedule, which steps on every epoch's validation, ignores it.
     """
     import keras
     n = len(data.classes)
@@ -360,7 +363,8 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
                   # the same steps, in a loop TensorFlow runs: less dispatch from Python per step
                   steps_per_execution=STEPS_PER_EXECUTION if args.xla else 1)
     best = {"val_loss": np.inf, "weights": None}
-    validate_from = min(validate_from, args.epochs - 1)   # the last epoch is always validated
+    # the last epoch is always validated
+    validate_from = 0 if lr_schedule == "plateau" else min(validate_from, args.epochs - 1)
 
     class ValidatedEarlyStopping(keras.callbacks.EarlyStopping):
         """Watches validated epochs only (Keras' own warns at every epoch without its metric)."""

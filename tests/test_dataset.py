@@ -1,11 +1,13 @@
 """Importing the published archive, duplicate-aware splits, class weights, and skipping bad clips in training."""
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import BAD_INPUTS, tone, write_bad_inputs, write_stray_files, write_truncated_wav, write_wav, zip_folder
 
 from core.dataset import (
+    Clips,
     DatasetError,
     canonical_class,
     class_weights,
@@ -141,12 +143,20 @@ def test_class_weights_balance_the_loss():
     assert np.allclose(contributions, contributions[0])
 
 
+def training_clips(y, shifted: int = 0) -> Clips:
+    """Clips of labels ``y`` without features, the last ``shifted`` of them shifted negatives."""
+    from core.negatives import SHIFTED_PREFIX
+    hashes = [f"{SHIFTED_PREFIX}2/{i}" if i >= len(y) - shifted else str(i) for i in range(len(y))]
+    return Clips(np.zeros((len(y), 1, 1), np.float32), np.asarray(y), [Path(h) for h in hashes], hashes)
+
+
 @pytest.mark.parametrize("balance, rare_share", [(0.0, 0.1), (0.5, 0.25), (1.0, 0.5)])
 def test_balanced_batches_draw_rare_classes_more_often(balance, rare_share):
     pytest.importorskip("keras")
     from core.training import make_batches
     y = np.array([0] * 90 + [1] * 10)
-    batches = make_batches(lambda idx, rng: idx[:, None].astype(np.float32), y, 2, 10, seed=0, balance=balance)
+    batches = make_batches(lambda idx, rng: idx[:, None].astype(np.float32), training_clips(y), 2, 10, seed=0,
+                           balance=balance)
     drawn = []
     for _ in range(40):                                    # 40 epochs of 10 batches
         drawn += [int(i) for b in range(len(batches)) for i in batches[b][0][:, 0]]
@@ -168,7 +178,8 @@ def test_full_batches_have_one_shape_and_the_same_draws_in_any_order(balance):
     y = np.array([0] * 20 + [1] * 5)                       # 25 examples: the last of 3 batches would hold 5
 
     def make():
-        return make_batches(lambda idx, rng: np.c_[idx, rng.random(len(idx))].astype(np.float32), y, 2, 10, seed=3,
+        return make_batches(lambda idx, rng: np.c_[idx, rng.random(len(idx))].astype(np.float32), training_clips(y),
+                            2, 10, seed=3,
                             balance=balance, full_batches=True, workers=2)
     batches, again = make(), make()
     assert len(batches) == 3 and all(len(batches[b][0]) == 10 for b in range(3))
@@ -183,13 +194,13 @@ def test_full_batches_have_one_shape_and_the_same_draws_in_any_order(balance):
 
 
 @pytest.mark.parametrize("balance", [0.0, 0.5])
-def test_an_epoch_draws_epoch_size_examples_from_all_of_them(balance):
-    """A shorter epoch than the training set: fewer batches, drawn from every example over the epochs."""
+def test_an_epoch_draws_as_many_as_the_clips_not_shifted_from_all_of_them(balance):
+    """40 of 60 clips shifted: an epoch of 20 draws, fewer batches, drawn from every example over the epochs."""
     pytest.importorskip("keras")
     from core.training import make_batches
     y = np.array([0] * 30 + [1] * 30)
-    batches = make_batches(lambda idx, rng: idx[:, None].astype(np.float32), y, 2, 10, seed=0, balance=balance,
-                           epoch_size=20)
+    batches = make_batches(lambda idx, rng: idx[:, None].astype(np.float32), training_clips(y, shifted=40), 2, 10,
+                           seed=0, balance=balance)
     drawn = []
     for _ in range(10):
         assert len(batches) == 2
@@ -207,7 +218,8 @@ def test_batches_worked_out_ahead_are_the_batches_asked_for():
     y = np.array([0] * 20 + [1] * 5)
 
     def make(workers):
-        return make_batches(lambda idx, rng: np.c_[idx, rng.random(len(idx))].astype(np.float32), y, 2, 10, seed=3,
+        return make_batches(lambda idx, rng: np.c_[idx, rng.random(len(idx))].astype(np.float32), training_clips(y),
+                            2, 10, seed=3,
                             balance=0.5, full_batches=True, workers=workers)
     ahead, plain = make(2), make(1)
     for epoch in range(3):

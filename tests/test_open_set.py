@@ -10,7 +10,7 @@ from conftest import tone, write_wav
 import common
 import ood
 from core.inference import UNKNOWN
-from core.negatives import BACKGROUND, add_negatives, collect_negatives, cut_clips, played_at
+from core.negatives import BACKGROUND, add_negatives, collect_negatives, cut_clips, draws_per_epoch, played_at
 from core.rejection import OpenSet
 from core.synthetic_noise import synthetic_noise
 from core.training import one_hot
@@ -86,7 +86,7 @@ def test_shifted_animal_clips_are_negatives_of_their_own_split(data_dir, tmp_pat
         doubled = after.audio[len(before.y):len(before.y) + len(animals.y)]   # speed 0.5 first
         assert [len(a) for a in doubled] == [2 * len(a) for a in animals.audio]
         assert after.x.shape[1:] == before.x.shape[1:]
-        assert common.draws_per_epoch(after) == len(before.y)   # an epoch as long as without them
+        assert draws_per_epoch(after) == len(before.y)   # an epoch as long as without them
     np.testing.assert_array_equal(mixed.test.y, plain.test.y)   # Test keeps its animals only
     from core.training import make_parser, prepare_data
     flags = ["--data-dir", str(data_dir), "--cache-dir", str(tmp_path), "--seed", "0", "--val-size", "0.25"]

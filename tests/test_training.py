@@ -1,5 +1,6 @@
 """core.training.fit_classifier: early stopping and its warm-up; validation on real frames only."""
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,14 @@ def test_epochs_before_validate_from_are_neither_validated_nor_kept():
     assert restored == pytest.approx(history["val_loss"][3], rel=1e-5)
 
 
+def test_the_plateau_schedule_validates_every_epoch_whatever_validate_from():
+    import keras
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    args = argparse.Namespace(epochs=3, batch_size=16, lr=0.05, patience=5, quiet=True, xla=False)
+    history = fit_classifier(model, diverging_splits(), args, lr_schedule="plateau", validate_from=2)
+    assert len(history) == 3 and history["val_loss"].notna().all()
+
+
 def test_xla_steps_run_in_loops_of_several_train_as_one_at_a_time(monkeypatch):
     """4 steps an epoch, in calls of 8 (a partial loop each epoch) or one by one: the same history."""
     import keras
@@ -78,9 +87,12 @@ def test_the_cosine_schedule_counts_the_steps_of_the_epochs_the_batches_draw():
     """Batches of a shorter epoch than the training set: warm-up and decay are counted in their steps."""
     import keras
 
+    from core.negatives import SHIFTED_PREFIX
     from core.training import make_batches
     splits = diverging_splits()
-    batches = make_batches(lambda idx, rng: splits.train.x[idx], splits.train.y, 2, 16, seed=0, epoch_size=32)
+    half_shifted = dataclasses.replace(splits.train, hashes=[f"{SHIFTED_PREFIX}2/{h}" if int(h) % 2 else h
+                                                            for h in splits.train.hashes])
+    batches = make_batches(lambda idx, rng: splits.train.x[idx], half_shifted, 2, 16, seed=0)   # 32 draws
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     args = argparse.Namespace(epochs=4, batch_size=16, lr=0.05, patience=5, quiet=True, xla=False)
     fit_classifier(model, splits, args, batches, lr_schedule="cosine")
