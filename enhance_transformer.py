@@ -189,11 +189,11 @@ def train(data, args, staging):
         pre_opt.apply_gradients(zip(tape.gradient(loss, pre_vars), pre_vars))
         return loss
 
-    n = len(data.train.y)
+    n = common.draws_per_epoch(data.train)   # shifted negatives take turns among the negatives
     batch = min(args.batch_size, n)
     pre_history = []
     for epoch in range(args.pretrain_epochs):
-        t0, order, losses = time.time(), rng.permutation(n), []
+        t0, order, losses = time.time(), common.epoch_draw(data.train, rng), []
         for s in range(0, n - batch + 1, batch):          # full batches only: NT-Xent needs negatives
             idx = order[s:s + batch]
             va, vb = two_views(len(bank), len(idx), rng)

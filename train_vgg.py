@@ -198,22 +198,24 @@ def validation_set(data, args) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- training
 
-def segment_batches(x: np.ndarray, targets: np.ndarray, mixer, n_mixtures: int, batch_size: int, seed: int):
+def segment_batches(clips, targets: np.ndarray, mixer, n_mixtures: int, batch_size: int, seed: int):
     """A Keras ``PyDataset`` of segments, redrawn every epoch.
 
-    An epoch holds one random real segment of each clip (features ``x``,
-    ``targets``) and of ``n_mixtures`` fresh mixtures (``mixer(rng)`` returns
-    one as features, extents, target rows), shuffled.
+    An epoch holds one random real segment of each of the training ``clips``
+    (rows of ``targets``; shifted negatives take turns among the negatives,
+    :func:`core.negatives.epoch_draw`) and of ``n_mixtures`` fresh mixtures
+    (``mixer(rng)`` returns one as features, extents, target rows), shuffled.
     """
     import keras
+    x = clips.x
     extents = [common.n_real_frames(clip) for clip in x]
-    size = len(x) + n_mixtures
+    size = common.draws_per_epoch(clips) + n_mixtures
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
             self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(size)
+            self.order = common.epoch_draw(clips, self.rng, n_mixtures)
 
         def __len__(self):
             return math.ceil(size / batch_size)
@@ -228,7 +230,7 @@ def segment_batches(x: np.ndarray, targets: np.ndarray, mixer, n_mixtures: int, 
             return cut_segment(features, index), segment_targets(spans, rows, index)
 
         def on_epoch_end(self):
-            self.order = self.rng.permutation(size)
+            self.order = common.epoch_draw(clips, self.rng, n_mixtures)
 
     return Batches()
 
@@ -247,7 +249,7 @@ def train(data, args, staging):
         def mixer(rng):
             return one_mixture(audio, labels, extents, n, args.mix_level_db, cfg, rng)
 
-    batches = segment_batches(data.train.x, clip_targets(data.train.y, n, activation), mixer, n_mixtures,
+    batches = segment_batches(data.train, clip_targets(data.train.y, n, activation), mixer, n_mixtures,
                               args.batch_size, args.seed)
     model = build_model(None, cfg.n_mels, n, args.width_scale, activation, args.dropout)
     history = common.fit_classifier(model, data, args, batches, loss=make_loss(args.loss),

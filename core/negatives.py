@@ -137,6 +137,11 @@ def shifted_clips(clips: Clips, factors: tuple[float, ...], cfg: FeatureConfig, 
                           [f"{SHIFTED_PREFIX}{f:g}/{h}" for f in factors for h in clips.hashes], cfg, label)
 
 
+def shifted_mask(clips: Clips) -> np.ndarray:
+    """Which of ``clips`` are :func:`shifted_clips` (known by their hash)."""
+    return np.array([h.startswith(SHIFTED_PREFIX) for h in clips.hashes], bool)
+
+
 def draws_per_epoch(clips: Clips) -> int:
     """How many examples an epoch of training on ``clips`` draws: every clip but the :func:`shifted_clips`.
 
@@ -144,7 +149,25 @@ def draws_per_epoch(clips: Clips) -> int:
     of each epoch, not extra steps: with two speeds they would more than
     double an epoch (and a run) for the same number of passes over the animals.
     """
-    return sum(not h.startswith(SHIFTED_PREFIX) for h in clips.hashes)
+    return int(np.count_nonzero(~shifted_mask(clips)))
+
+
+def epoch_draw(clips: Clips, rng: np.random.Generator, extra: int = 0) -> np.ndarray:
+    """Indices of one epoch of ``clips`` in random order, without class balancing: :func:`draws_per_epoch` of them.
+
+    Every clip once, but the negatives (the shifted copies' label): as many
+    are drawn, without replacement, as there are besides the shifted copies,
+    from all of them, so that the copies take turns within the negatives'
+    share. ``extra`` examples beyond the clips (indices ``len(clips.y)`` on,
+    such as fresh mixtures) join once each. Without shifted copies this is
+    ``rng.permutation(len(clips.y) + extra)``.
+    """
+    n, shifted = len(clips.y), shifted_mask(clips)
+    if not shifted.any():
+        return rng.permutation(n + extra)
+    negative = np.isin(clips.y, clips.y[shifted])
+    drawn = rng.choice(np.flatnonzero(negative), np.count_nonzero(negative & ~shifted), replace=False)
+    return rng.permutation(np.concatenate([np.flatnonzero(~negative), drawn, np.arange(n, n + extra)]))
 
 
 def add_negatives(data: DataSplits, negatives: Negatives, cfg: FeatureConfig, design: str, seed: int,

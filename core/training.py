@@ -56,6 +56,7 @@ from .negatives import (
     add_negatives,
     collect_negatives,
     draws_per_epoch,
+    epoch_draw,
 )
 from .openset import accuracy_after_rejection, auroc
 from .rejection import DEFAULT_KEEP, DEFAULT_SCORE, DEPLOYABLE_SCORES, SCORE_PREFERENCE, OpenSet
@@ -155,7 +156,7 @@ def prepare_data(args, with_audio: bool = False, front_end=None) -> DataSplits:
 def keeps_audio(args, with_audio: bool, front_end) -> bool:
     """Whether a run keeps its clips' audio: the recipe trains on it, its front end embeds it, or
     ``--shifted-negatives`` plays it at other speeds."""
-    return with_audio or front_end.needs_audio or bool(getattr(args, "shifted_negatives", ()))
+    return with_audio or front_end.needs_audio or bool(args.shifted_negatives)
 
 
 def collect_outliers(args, front_end) -> Negatives | None:
@@ -177,7 +178,7 @@ def finish_splits(data: DataSplits, args, front_end, negatives: Negatives | None
     print(f"data: {len(data.train.y)} train, {len(data.val.y)} validation, {len(data.test.y)} test clips, "
           f"{len(data.classes)} classes" + (f", {data.skipped} unreadable skipped" if data.skipped else ""))
     if negatives is not None:
-        shifted = tuple(getattr(args, "shifted_negatives", ()))
+        shifted = tuple(args.shifted_negatives)
         data = add_negatives(data, negatives, front_end.cfg, args.outliers, args.seed, args.val_size, shifted)
         print(f"outlier exposure ({args.outliers}): {len(negatives.audio)} negative clips "
               f"({', '.join(sorted(set(negatives.kinds)))}) added to training and validation"
@@ -230,7 +231,7 @@ def make_batches(x_fn, clips: Clips, n_classes: int, batch_size: int, seed: int,
     An epoch has :func:`core.negatives.draws_per_epoch` examples: every clip
     but the shifted negatives, which are drawn in the negatives' share.
     ``balance`` = 0 takes them from a fresh shuffle of the training set each
-    epoch; above 0 they are drawn with replacement, each with probability
+    epoch (:func:`core.negatives.epoch_draw`); above 0 they are drawn with replacement, each with probability
     proportional to its class count ** -balance (1: every class equally
     often, 0.5: rare classes up-weighted by the square root of their rarity).
     ``full_batches`` fills the last batch too (drawing more examples, or
@@ -265,7 +266,7 @@ def make_batches(x_fn, clips: Clips, n_classes: int, batch_size: int, seed: int,
             size = len(self) * batch_size if full_batches else epoch_size
             if balance:
                 return rng.choice(len(y), size, p=weights)
-            return np.resize(rng.permutation(len(y)), size)   # cut, or filled up from the start of the shuffle
+            return np.resize(epoch_draw(clips, rng), size)   # filled up from the start of the shuffle
 
         def batch(self, epoch, i, order):
             rng = np.random.default_rng([seed, epoch, i])
@@ -340,7 +341,9 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
 
     The weights of the best epoch (lowest validation loss) are kept in memory
     and restored at the end. ``train_batches`` replaces the plain (x, y) training
-    data with on-the-fly augmented batches. ``loss`` replaces categorical
+    data with on-the-fly augmented batches; plain data with shifted negatives
+    is drawn by :func:`make_batches` too, so that they fill the negatives'
+    share of an epoch rather than lengthen it. ``loss`` replaces categorical
     cross-entropy (with ``label_smoothing``), and ``validation`` (x, targets,
     or any ``validation_data``: :func:`length_bucketed`) the validation split
     with one-hot targets. Early stopping counts its patience from epoch
@@ -352,6 +355,9 @@ def fit_classifier(model, data: DataSplits, args, train_batches=None,
     """
     import keras
     n = len(data.classes)
+    if train_batches is None and draws_per_epoch(data.train) < len(data.train.y):
+        # the shifted copies take turns among the negatives, as in make_batches: an epoch keeps its length
+        train_batches = make_batches(lambda idx, rng: data.train.x[idx], data.train, n, args.batch_size, args.seed)
     epoch_steps = len(train_batches) if train_batches is not None else int(np.ceil(len(data.train.y) / args.batch_size))
     # cosine: two epochs of linear warm-up (BatchNorm statistics settle), then a cosine decay to zero
     lr = (keras.optimizers.schedules.CosineDecay(0.0, epoch_steps * max(1, args.epochs - 2), warmup_target=args.lr,

@@ -211,6 +211,21 @@ def test_an_epoch_draws_as_many_as_the_clips_not_shifted_from_all_of_them(balanc
     assert len(set(drawn)) > 55                            # the epochs reach nearly all 60, not the same 20
 
 
+def test_an_epoch_draw_takes_every_animal_once_and_the_negatives_share_from_all_of_them():
+    from core.negatives import epoch_draw
+    y = np.array([0] * 6 + [1] * 4 + [2] * 10)              # label 2: 4 negatives, then 6 shifted copies
+    clips = training_clips(y, shifted=6)
+    draws = [epoch_draw(clips, np.random.default_rng(seed), extra=3) for seed in range(20)]
+    for drawn in draws:
+        assert len(drawn) == 14 + 3 and len(set(drawn)) == len(drawn)
+        assert set(range(10)) | {20, 21, 22} <= set(drawn)   # every animal and every extra example, once
+        assert sum(10 <= i < 20 for i in drawn) == 4         # four negatives, as without the copies
+    assert set(np.concatenate(draws)) == set(range(23))       # over the epochs the copies take turns
+    plain = training_clips(y)
+    np.testing.assert_array_equal(epoch_draw(plain, np.random.default_rng(1), extra=3),
+                                  np.random.default_rng(1).permutation(23))
+
+
 def test_batches_worked_out_ahead_are_the_batches_asked_for():
     """With threads, the next epoch is prepared once this one's batches are all asked for: the same batches."""
     pytest.importorskip("keras")

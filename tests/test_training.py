@@ -101,6 +101,23 @@ def test_the_cosine_schedule_counts_the_steps_of_the_epochs_the_batches_draw():
     assert int(model.optimizer.iterations) == 4 * 2
 
 
+def test_plain_training_arrays_with_shifted_negatives_keep_an_epoch_as_long_as_without_them():
+    """A recipe without its own batches: the shifted copies are drawn in the negatives' share, not on top."""
+    import keras
+
+    from core.negatives import SHIFTED_PREFIX
+    splits = diverging_splits()
+    half_shifted = dataclasses.replace(splits.train, hashes=[f"{SHIFTED_PREFIX}2/{h}" if int(h) % 2 else h
+                                                            for h in splits.train.hashes])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    args = argparse.Namespace(epochs=3, batch_size=16, lr=0.05, patience=5, quiet=True, xla=False, seed=0)
+    fit_classifier(model, dataclasses.replace(splits, train=half_shifted), args)
+    assert int(model.optimizer.iterations) == 3 * 2   # 32 draws an epoch, not 64
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    fit_classifier(model, splits, args)
+    assert int(model.optimizer.iterations) == 3 * 4   # without shifted copies: the arrays, every clip
+
+
 def test_length_bucketed_validation_gives_the_padded_windows_outputs_and_loss():
     import keras
 

@@ -62,6 +62,16 @@ def test_segments_are_cut_on_the_64_frame_grid_with_their_sources_labels():
     assert train_vgg.segment_targets([100, 300], [bird, dog], 2).tolist() == [0, 0, 1]
 
 
+def test_segment_batches_draw_shifted_negatives_in_the_negatives_share():
+    from core.dataset import Clips
+    from core.negatives import SHIFTED_PREFIX
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 2])                 # label 2: negatives, the last two shifted
+    hashes = [f"{SHIFTED_PREFIX}2/{i}" if i >= 6 else str(i) for i in range(8)]
+    clips = Clips(np.ones((8, 100, 2), np.float32), y, [], hashes)
+    batches = train_vgg.segment_batches(clips, np.eye(3)[np.minimum(y, 2)], None, 0, 3, seed=0)
+    assert len(batches) == 2                                 # 6 segments an epoch, not 8
+
+
 def test_clip_targets_give_negatives_uniform_or_no_animal():
     y = np.array([1, 3])
     np.testing.assert_allclose(train_vgg.clip_targets(y, 3, "softmax"), [[0, 1, 0], [1 / 3] * 3])
