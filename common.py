@@ -44,9 +44,9 @@ from core.dataset import (CLASS_NAMES, DATASET_URL, DEFAULT_CACHE, DataSplits, D
 from core.features import (SCALINGS, FeatureCache, FeatureConfig, clip_features, file_hash,  # noqa: E402,F401
                            log_mel, n_real_frames, normalize_frames)
 from core.front_ends import LogMel  # noqa: E402,F401
-from core.negatives import draws_per_epoch, epoch_draw  # noqa: E402,F401
 from core.inference import (Classifier, Ensemble, default_model_dir, load_classifier,  # noqa: E402,F401
                             read_model_config)
+from core.negatives import draws_per_epoch, epoch_draw  # noqa: E402,F401
 from core.reports import atomic_write, evaluate, write_charts  # noqa: E402,F401
 from core.training import (fit_classifier, length_bucketed, make_batches, make_parser, noise_bank,  # noqa: E402,F401
                            one_hot, run_experiment)

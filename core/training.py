@@ -231,9 +231,10 @@ def make_batches(x_fn, clips: Clips, n_classes: int, batch_size: int, seed: int,
     An epoch has :func:`core.negatives.draws_per_epoch` examples: every clip
     but the shifted negatives, which are drawn in the negatives' share.
     ``balance`` = 0 takes them from a fresh shuffle of the training set each
-    epoch (:func:`core.negatives.epoch_draw`); above 0 they are drawn with replacement, each with probability
-    proportional to its class count ** -balance (1: every class equally
-    often, 0.5: rare classes up-weighted by the square root of their rarity).
+    epoch (:func:`core.negatives.epoch_draw`); above 0 they are drawn with
+    replacement, each with probability proportional to its class count **
+    -balance (1: every class equally often, 0.5: rare classes up-weighted by
+    the square root of their rarity).
     ``full_batches`` fills the last batch too (drawing more examples, or
     without ``balance`` repeating the epoch's first ones), so that every
     batch has one shape: an XLA-compiled step is then compiled once, not
