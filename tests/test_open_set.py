@@ -85,6 +85,8 @@ def test_shifted_animal_clips_are_negatives_of_their_own_split(data_dir, tmp_pat
         assert set(after.hashes[added]) == {f"played-x{f:g}/{h}" for f in (0.5, 2) for h in animals.hashes}
         doubled = after.audio[len(before.y):len(before.y) + len(animals.y)]   # speed 0.5 first
         assert [len(a) for a in doubled] == [2 * len(a) for a in animals.audio]
+        last = len(after.y) - 1                          # speed 2 of the last clip, computed on another thread
+        np.testing.assert_array_equal(after.x[last], common.clip_features(played_at(animals.audio[-1], 2.0), cfg))
         assert after.x.shape[1:] == before.x.shape[1:]
         assert draws_per_epoch(after) == len(before.y)   # an epoch as long as without them
     np.testing.assert_array_equal(mixed.test.y, plain.test.y)   # Test keeps its animals only
