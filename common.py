@@ -9,6 +9,7 @@ module re-exports what the commands use, so that a command reads
 - ``core.windows``        analysis windows over files and live streams (one mechanism)
 - ``core.dataset``        importing the published archive, duplicate-aware splits, class weights
 - ``core.augment``        SpecAugment, spectral tilt, time shift, mixup, on-the-fly wind mixing
+- ``core.negatives``      negatives for outlier exposure (an epoch's draws among them)
 - ``core.training``       flags, seeds, callbacks, the fit/evaluate/publish harness
 - ``core.reports``        metrics, artifacts written atomically, results table, charts
 - ``core.backends``       one model run by Keras, ONNX Runtime or LiteRT (TFLite)

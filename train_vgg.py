@@ -209,7 +209,6 @@ def segment_batches(clips, targets: np.ndarray, mixer, n_mixtures: int, batch_si
     import keras
     x = clips.x
     extents = [common.n_real_frames(clip) for clip in x]
-    size = common.draws_per_epoch(clips) + n_mixtures
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -218,7 +217,7 @@ def segment_batches(clips, targets: np.ndarray, mixer, n_mixtures: int, batch_si
             self.order = common.epoch_draw(clips, self.rng, n_mixtures)
 
         def __len__(self):
-            return math.ceil(size / batch_size)
+            return math.ceil(len(self.order) / batch_size)   # every epoch's draw is as long
 
         def __getitem__(self, i):
             segments, segment_rows = zip(*(self.example(k) for k in self.order[i * batch_size:(i + 1) * batch_size]))

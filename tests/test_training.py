@@ -20,6 +20,12 @@ def diverging_splits() -> DataSplits:
     return DataSplits(train, swapped, train, ["a", "b"], "hash", 0)
 
 
+def odd_clips_shifted(clips: Clips) -> Clips:
+    """``clips`` with every odd-numbered one marked a shifted negative (by its hash)."""
+    from core.negatives import SHIFTED_PREFIX
+    return dataclasses.replace(clips, hashes=[f"{SHIFTED_PREFIX}2/{h}" if int(h) % 2 else h for h in clips.hashes])
+
+
 @pytest.mark.parametrize("warmup, epochs_run", [(0, 2), (3, 5)])
 def test_patience_counts_from_the_end_of_the_warm_up(warmup, epochs_run):
     """Validation loss rises every epoch: patience 1 stops one epoch after the first epoch it watches,
@@ -87,11 +93,9 @@ def test_the_cosine_schedule_counts_the_steps_of_the_epochs_the_batches_draw():
     """Batches of a shorter epoch than the training set: warm-up and decay are counted in their steps."""
     import keras
 
-    from core.negatives import SHIFTED_PREFIX
     from core.training import make_batches
     splits = diverging_splits()
-    half_shifted = dataclasses.replace(splits.train, hashes=[f"{SHIFTED_PREFIX}2/{h}" if int(h) % 2 else h
-                                                            for h in splits.train.hashes])
+    half_shifted = odd_clips_shifted(splits.train)
     batches = make_batches(lambda idx, rng: splits.train.x[idx], half_shifted, 2, 16, seed=0)   # 32 draws
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     args = argparse.Namespace(epochs=4, batch_size=16, lr=0.05, patience=5, quiet=True, xla=False)
@@ -104,11 +108,8 @@ def test_the_cosine_schedule_counts_the_steps_of_the_epochs_the_batches_draw():
 def test_plain_training_arrays_with_shifted_negatives_keep_an_epoch_as_long_as_without_them():
     """A recipe without its own batches: the shifted copies are drawn in the negatives' share, not on top."""
     import keras
-
-    from core.negatives import SHIFTED_PREFIX
     splits = diverging_splits()
-    half_shifted = dataclasses.replace(splits.train, hashes=[f"{SHIFTED_PREFIX}2/{h}" if int(h) % 2 else h
-                                                            for h in splits.train.hashes])
+    half_shifted = odd_clips_shifted(splits.train)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     args = argparse.Namespace(epochs=3, batch_size=16, lr=0.05, patience=5, quiet=True, xla=False, seed=0)
     fit_classifier(model, dataclasses.replace(splits, train=half_shifted), args)
