@@ -210,3 +210,24 @@ def test_a_seed_ensemble_of_one_model_twice_scores_as_that_model(trained_model_d
         assert result["test"][name]["auroc"] == pytest.approx(openset.auroc(score(known_probs), score(unknown_probs)))
     assert result["accuracy"] == pytest.approx(np.mean(known_probs.argmax(axis=1) == known.y))
     assert 0.0 <= result["ece_if_calibrated"] <= 1.0 and result["members"] == [str(trained_model_dir)] * 2
+
+
+def test_pooled_calibration_measures_every_models_test_predictions_together():
+    from bench.open_set import pooled_calibration
+    from core import calibration
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(3):
+        probs = rng.dirichlet(np.ones(4), 100)
+        sharpened = probs ** 2 / np.sum(probs ** 2, axis=1, keepdims=True)
+        runs.append({"test_y": rng.integers(0, 4, 100).tolist(), "test_probs": probs.tolist(),
+                     "test_probs_uncalibrated": sharpened.tolist()})
+    pooled = pooled_calibration(runs)
+    y = np.concatenate([r["test_y"] for r in runs])
+    probs, sharpened = (np.concatenate([r[k] for r in runs]) for k in ("test_probs", "test_probs_uncalibrated"))
+    assert pooled["n"] == 300
+    assert pooled["ece"] == pytest.approx(calibration.expected_calibration_error(probs, y))
+    assert pooled["ece_uncalibrated"] == pytest.approx(calibration.expected_calibration_error(sharpened, y))
+    # three times the clips: what even a perfectly calibrated model would measure falls
+    each = [calibration.ece_if_calibrated(np.asarray(r["test_probs"])) for r in runs]
+    assert pooled["ece_if_calibrated"] < min(each)
