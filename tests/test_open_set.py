@@ -228,6 +228,8 @@ def test_pooled_calibration_measures_every_models_test_predictions_together():
     assert pooled["n"] == 300
     assert pooled["ece"] == pytest.approx(calibration.expected_calibration_error(probs, y))
     assert pooled["ece_uncalibrated"] == pytest.approx(calibration.expected_calibration_error(sharpened, y))
+    assert pooled["confidence"] == pytest.approx(np.mean(probs.max(axis=1)))
+    assert pooled["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == y))
     # three times the clips: what even a perfectly calibrated model would measure falls
     each = [calibration.ece_if_calibrated(np.asarray(r["test_probs"])) for r in runs]
     assert pooled["ece_if_calibrated"] < min(each)
