@@ -297,3 +297,15 @@ def test_logistic_head_fits_the_uniform_target_of_negatives():
     uniform = np.vstack([np.eye(3), np.full((1, 3), 1 / 3)])[y]
     as_class_0 = np.eye(3)[np.where(y == 3, 0, y)]
     assert gradient(uniform) < 0.01 < 1.0 < gradient(as_class_0)   # lbfgs stops near the optimum
+
+
+def test_ensemble_combinations_weigh_the_members():
+    from bench.ensemble_validation import weighted_geometric_mean, weighted_mean
+    a, b = np.array([[0.8, 0.2], [0.5, 0.5]]), np.array([[0.2, 0.8], [0.9, 0.1]])
+    np.testing.assert_allclose(weighted_mean(a, b, 0.25), [[0.35, 0.65], [0.8, 0.2]])
+    # geometric: 0.8 ** 0.5 * 0.2 ** 0.5 = 0.4 for both classes of the first row, so an even split
+    np.testing.assert_allclose(weighted_geometric_mean(a, b, 0.5)[0], [0.5, 0.5])
+    for w, member in ((1.0, a), (0.0, b)):
+        np.testing.assert_allclose(weighted_mean(a, b, w), member)
+        np.testing.assert_allclose(weighted_geometric_mean(a, b, w), member)
+    assert weighted_geometric_mean(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), 0.5).sum() == pytest.approx(1.0)
