@@ -11,9 +11,11 @@ members alone and combined: the weighted mean of their calibrated
 probabilities (``predict.py --model-dir A --model-dir B`` is weight 0.5)
 and their weighted geometric mean, for transfer's weight from 0 (enhance
 alone) to 1 (transfer alone). Beside it, the same combinations of the
-shipped models on Test, reported only. Every file is classified as
-``predict.py`` classifies it. Output: a markdown table on stdout and
-bench/results/ensemble_validation-<name>.json.
+shipped models on Test, reported only. Each member classifies every file
+as ``predict.py`` would with that member alone, averaging the windows it
+accepts; ``predict.py``'s ensemble averages the windows the pair accepts,
+so at weight 0.5 its figures can differ by a clip or two. Output: a
+markdown table on stdout and bench/results/ensemble_validation-<name>.json.
 """
 import argparse
 import json
