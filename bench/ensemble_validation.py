@@ -45,7 +45,7 @@ RULES = {"mean": weighted_mean, "geometric mean": weighted_geometric_mean}
 
 
 def file_probs(model_dir: Path, files: list) -> np.ndarray:
-    """Calibrated probabilities of each file, as predict.py gives them."""
+    """Calibrated probabilities of each file, as ``predict.py --model-dir model_dir`` gives them."""
     clf = common.load_classifier([model_dir])
     return np.stack([clf.classify(f).probs for f in files])
 
@@ -63,8 +63,8 @@ def main(argv=None):
     for seed in args.seeds:
         enhance_dir = model_dir_of(args.work, "enhance", seed, tag)
         held_out_dir = trained("transfer", data_dir, args.work, seed, ["--no-refit"], f"{tag}-no-refit", reuse=True)
-        classes = common.load_classifier([enhance_dir]).classes
-        val = common.load_splits(data_dir, common.Classifier(enhance_dir).cfg, seed).val
+        enhance_clf = common.Classifier(enhance_dir)
+        classes, val = enhance_clf.classes, common.load_splits(data_dir, enhance_clf.cfg, seed).val
         parts = {"validation": (held_out_dir, val.files, val.y),
                  "Test": (model_dir_of(args.work, "transfer", seed, tag), test_files,
                           np.array([classes.index(c) for c in test_labels]))}

@@ -162,14 +162,16 @@ def leave_pair_out(variant, data_dir, work, seed, pair, design, extra, reuse) ->
     ece_floor = calibration.ece_if_calibrated(probs)
     return {"pair": pair, "validation": val["validation"], "test": test["test"], "hour_unknown": hours,
             **model_figures(model_dir), "ece_if_calibrated": ece_floor, "model_dir": str(model_dir),
-            **test_predictions(clf, split.test.x, split.test.y, probs)}
+            **predictions_of(clf, split.test.x, split.test.y, probs)}
 
 
-def test_predictions(clf, x: np.ndarray, y: np.ndarray, probs: np.ndarray | None = None) -> dict:
-    """The Test labels and the model's probabilities of ``x``, calibrated (``probs`` if given) and not, as lists."""
+def predictions_of(clf, x: np.ndarray, y: np.ndarray, probs: np.ndarray | None = None) -> dict:
+    """Test labels ``y`` and the model's probabilities of ``x``, calibrated (``probs`` if given) and not, as lists."""
     probs = clf.analyse(x)[0] if probs is None else probs
+    uncalibrated = calibration.activate(clf.predictor.run(np.asarray(x, np.float32))[0],
+                                        clf.open_set.activation if clf.open_set else "softmax")
     return {"test_y": np.asarray(y).tolist(), "test_probs": np.round(probs, 6).tolist(),
-            "test_probs_uncalibrated": np.round(clf.predictor.predict(x), 6).tolist()}
+            "test_probs_uncalibrated": np.round(uncalibrated, 6).tolist()}
 
 
 def pooled_calibration(pair_runs: list[dict]) -> dict:
@@ -188,7 +190,7 @@ def pooled_calibration(pair_runs: list[dict]) -> dict:
     return {"n": len(y), "ece_uncalibrated": calibration.expected_calibration_error(before, y),
             "ece": calibration.expected_calibration_error(after, y),
             "ece_if_calibrated": calibration.ece_if_calibrated(after),
-            # below the accuracy: under-confident after calibration
+            # a mean confidence below the accuracy: under-confident after calibration
             "confidence": float(np.mean(after.max(axis=1))), "accuracy": float(np.mean(after.argmax(axis=1) == y))}
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import common
 from bench.compare import ROOT
-from bench.open_set import pooled_calibration, test_predictions
-from core import calibration, ood_eval
+from bench.open_set import pooled_calibration, predictions_of
+from core import ood_eval
 
 
 def main(argv=None):
@@ -36,7 +36,7 @@ def main(argv=None):
     for model_dir in args.model_dirs:
         clf = common.Classifier(model_dir, "keras")
         x, y = ood_eval.test_split(clf, args.data_dir, common.DEFAULT_CACHE)
-        run = {"model_dir": str(model_dir), **test_predictions(clf, x, y)}
+        run = {"model_dir": str(model_dir), **predictions_of(clf, x, y)}
         runs.append({**run, **pooled_calibration([run])})
     rows = runs + [{"model_dir": f"all {len(runs)} pooled", **pooled_calibration(runs)}]
     lines = ["| model | Test clips | ECE before → after calibration | a perfectly calibrated model | "

@@ -233,3 +233,15 @@ def test_pooled_calibration_measures_every_models_test_predictions_together():
     # three times the clips: what even a perfectly calibrated model would measure falls
     each = [calibration.ece_if_calibrated(np.asarray(r["test_probs"])) for r in runs]
     assert pooled["ece_if_calibrated"] < min(each)
+
+
+def test_predictions_of_a_model_are_its_calibrated_and_raw_probabilities(trained_model_dir, data_dir, tmp_path):
+    from bench.open_set import predictions_of
+    from core import calibration
+    clf = common.Classifier(trained_model_dir, "keras")
+    test = common.load_splits(data_dir, clf.cfg, 0, cache_dir=tmp_path / "cache").test
+    record = predictions_of(clf, test.x, test.y)
+    logits = clf.predictor.run(test.x)[0]
+    np.testing.assert_allclose(record["test_probs"], clf.analyse(test.x)[0], atol=1e-6)
+    np.testing.assert_allclose(record["test_probs_uncalibrated"], calibration.softmax(logits), atol=1e-6)
+    assert record["test_y"] == test.y.tolist() and clf.open_set.temperature != 1.0
