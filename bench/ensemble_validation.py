@@ -19,7 +19,6 @@ markdown table on stdout and bench/results/ensemble_validation-<name>.json.
 """
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -44,9 +43,8 @@ def weighted_geometric_mean(a: np.ndarray, b: np.ndarray, w: float, floor: float
 RULES = {"mean": weighted_mean, "geometric mean": weighted_geometric_mean}
 
 
-def file_probs(model_dir: Path, files: list) -> np.ndarray:
-    """Calibrated probabilities of each file, as ``predict.py --model-dir model_dir`` gives them."""
-    clf = common.load_classifier([model_dir])
+def file_probs(clf, files: list) -> np.ndarray:
+    """Calibrated probabilities of each file, as ``predict.py`` gives them with the model ``clf`` alone."""
     return np.stack([clf.classify(f).probs for f in files])
 
 
@@ -61,15 +59,14 @@ def main(argv=None):
     test_files, test_labels = common.list_class_files(data_dir / "Test")
     scores = {}   # (rule, weight, part) -> per-seed {macro_f1, accuracy, nll}
     for seed in args.seeds:
-        enhance_dir = model_dir_of(args.work, "enhance", seed, tag)
         held_out_dir = trained("transfer", data_dir, args.work, seed, ["--no-refit"], f"{tag}-no-refit", reuse=True)
-        enhance_clf = common.Classifier(enhance_dir)
+        enhance_clf = common.Classifier(model_dir_of(args.work, "enhance", seed, tag))
         classes, val = enhance_clf.classes, common.load_splits(data_dir, enhance_clf.cfg, seed).val
         parts = {"validation": (held_out_dir, val.files, val.y),
                  "Test": (model_dir_of(args.work, "transfer", seed, tag), test_files,
                           np.array([classes.index(c) for c in test_labels]))}
         for part, (transfer_dir, files, y) in parts.items():
-            transfer, enhance = file_probs(transfer_dir, files), file_probs(enhance_dir, files)
+            transfer, enhance = file_probs(common.Classifier(transfer_dir), files), file_probs(enhance_clf, files)
             for rule, combine in RULES.items():
                 for w in WEIGHTS:
                     probs = combine(transfer, enhance, w)
